@@ -1,0 +1,247 @@
+"""Time-multiplexed neuron core: N virtual neurons on P update lanes, state in block RAM.
+
+The core is one parameterised :class:`~amaranth.lib.wiring.Component`; the neuron model (ST-BIF,
+BIF, IF, one-spike phase) is a constructor argument and selects the per-lane rule from
+:mod:`spikeforge.hw.neuron_rules`. Neuron ``n`` lives in lane ``n % P`` of group ``n // P``; one
+memory word holds the state of the P neurons of a group.
+
+Protocol (``events`` stream, one beat per cycle at full rate)
+---------------------------------------------------------------
+* ``ACCUMULATE group current[P]``: ``v = sat(v + current[lane])`` for the group's P neurons.
+* ``STEP``: ends the timestep: the core sweeps every group through the model's update rule,
+  emits one ``spikes`` beat per group that fired and then one beat with ``end_step = 1``.
+  While it sweeps (N/P cycles) it accepts no events.
+* ``CLEAR``: writes the model's initial state to every neuron and restarts the step count.
+* ``READ group``: sends the group's state on ``readback``.
+
+An ``ACCUMULATE`` or ``READ`` naming a group >= N/P is malformed: it is dropped and counted in
+``rejected``. Saturation events (per neuron) are counted in ``overflows``, BIF window truncations in
+``truncations``; the counters saturate instead of wrapping.
+
+Pipeline: S0 issues the block-RAM read, S1 waits for the data, S2 computes and writes back. Writes
+of the two operations ahead are forwarded to S2, so back-to-back operations on the same group are
+exact. A stalled output stream stalls the whole pipeline (nothing is dropped).
+"""
+
+from __future__ import annotations
+
+
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw.fixed import check_int
+from ..sw.neurons import NeuronModel, model_from_dict
+from .arith import popcount, saturating_increment
+from .neuron_rules import lane_rule
+
+__all__ = ["NeuronCore", "CoreOp"]
+
+
+class CoreOp(enum.Enum, shape=2):
+    """Operation of one ``events`` beat."""
+    ACCUMULATE = 0
+    STEP = 1
+    CLEAR = 2
+    READ = 3
+
+
+class _Op(enum.Enum, shape=3):
+    NOP = 0
+    ACC = 1
+    UPDATE = 2
+    INIT = 3
+    READ = 4
+    END_STEP = 5
+    END_CLEAR = 6
+
+
+class NeuronCore(wiring.Component):
+    """Neuron core with ``neurons`` virtual neurons of ``model`` on ``lanes`` update lanes.
+
+    Parameters
+    ----------
+    model : NeuronModel
+        Bit-exact neuron model; fixes the state layout, widths and update rule.
+    neurons : int
+        Number of virtual neurons N (a multiple of ``lanes``).
+    lanes : int
+        Number of update lanes P: neurons updated per cycle.
+    counter_width : int
+        Width of the ``step``, ``overflows``, ``truncations`` and ``rejected`` counters.
+
+    Members
+    -------
+    events : ``In(stream.Signature(event_layout))``
+        Operations (see module docstring).
+    spikes : ``Out(stream.Signature(spike_layout))``
+        ``{group, fire[P], neg[P], end_step}``: neuron ``group*P + i`` fired (``neg``: a -1 spike).
+    readback : ``Out(stream.Signature(readback_layout))``
+        ``{group, state[P]}`` answers to ``READ``.
+    step, overflows, truncations, rejected : ``Out(counter_width)``
+        Completed steps since the last clear, and the saturating event counters.
+    """
+
+    def __init__(self, model: NeuronModel, *, neurons: int, lanes: int = 1, counter_width: int = 32):
+        if not isinstance(model, NeuronModel):
+            raise TypeError(f"model must be a spikeforge.sw.neurons.NeuronModel, not {type(model).__name__}")
+        check_int("lanes", lanes, minimum=1, maximum=256)
+        check_int("neurons", neurons, minimum=1, maximum=1 << 20)
+        if neurons % lanes:
+            lo, hi = neurons - neurons % lanes, neurons - neurons % lanes + lanes
+            raise ValueError(f"neurons={neurons} is not a multiple of lanes={lanes}: "
+                             f"use neurons={lo or hi} or {hi}, or another lane count")
+        check_int("counter_width", counter_width, minimum=8, maximum=64)
+        self.model = model
+        self.neurons, self.lanes, self.groups = neurons, lanes, neurons // lanes
+        self.counter_width = counter_width
+        group_shape = unsigned(max(1, (self.groups - 1).bit_length()))
+        self.state_layout = data.StructLayout({
+            name: signed(w) if is_signed else unsigned(w)
+            for name, (w, is_signed) in model.state_fields().items()})
+        self.event_layout = data.StructLayout({
+            "op": CoreOp, "group": group_shape,
+            "current": data.ArrayLayout(signed(model.current_width), lanes)})
+        self.spike_layout = data.StructLayout({
+            "group": group_shape, "fire": unsigned(lanes), "neg": unsigned(lanes), "end_step": 1})
+        self.readback_layout = data.StructLayout({
+            "group": group_shape, "state": data.ArrayLayout(self.state_layout, lanes)})
+        super().__init__({
+            "events": In(stream.Signature(self.event_layout)),
+            "spikes": Out(stream.Signature(self.spike_layout)),
+            "readback": Out(stream.Signature(self.readback_layout)),
+            "step": Out(counter_width),
+            "overflows": Out(counter_width),
+            "truncations": Out(counter_width),
+            "rejected": Out(counter_width),
+        })
+
+    # -- configuration round-trip (used by testbenches running in another process) ------------
+    def config(self) -> dict:
+        return {"model": self.model.to_dict(), "neurons": self.neurons, "lanes": self.lanes,
+                "counter_width": self.counter_width}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "NeuronCore":
+        return cls(model_from_dict(config["model"]), neurons=config["neurons"], lanes=config["lanes"],
+                   counter_width=config.get("counter_width", 32))
+
+    # -- RTL ------------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        model, P, G = self.model, self.lanes, self.groups
+        rule = lane_rule(model)
+        word = data.ArrayLayout(self.state_layout, P)
+        init_word = word.const([rule.initial()] * P)
+        m.submodules.state = mem = memory.Memory(shape=word, depth=G, init=[init_word] * G)
+        rd = mem.read_port()
+        wr = mem.write_port()
+
+        # The pipeline advances unless an output register holds a beat its consumer refuses.
+        adv = Signal()
+        m.d.comb += adv.eq(~(self.spikes.valid & ~self.spikes.ready) &
+                           ~(self.readback.valid & ~self.readback.ready))
+
+        # ---- S0: operation source (events stream or the sweep sequencer) + block-RAM read ----
+        s0_valid, s0_op = Signal(), Signal(_Op)
+        s0_group = Signal(range(G))
+        s0_current = Signal(self.event_layout.members["current"])
+        seq_active, seq_init = Signal(), Signal()
+        seq_group = Signal(range(G + 1))
+        ev = self.events.payload
+        with m.If(seq_active):
+            m.d.comb += [s0_valid.eq(1), s0_group.eq(seq_group)]
+            with m.If(seq_group == G):
+                m.d.comb += s0_op.eq(Mux(seq_init, _Op.END_CLEAR, _Op.END_STEP))
+                with m.If(adv):
+                    m.d.sync += seq_active.eq(0)
+            with m.Else():
+                m.d.comb += s0_op.eq(Mux(seq_init, _Op.INIT, _Op.UPDATE))
+                with m.If(adv):
+                    m.d.sync += seq_group.eq(seq_group + 1)
+        with m.Else():
+            m.d.comb += self.events.ready.eq(adv)
+            with m.If(self.events.valid):
+                with m.Switch(ev.op):
+                    with m.Case(CoreOp.ACCUMULATE, CoreOp.READ):
+                        in_range = ev.group < G
+                        m.d.comb += [s0_valid.eq(in_range), s0_group.eq(ev.group), s0_current.eq(ev.current),
+                                     s0_op.eq(Mux(ev.op == CoreOp.READ, _Op.READ, _Op.ACC))]
+                        with m.If(adv & ~in_range):
+                            m.d.sync += self.rejected.eq(saturating_increment(self.rejected, 1))
+                    with m.Case(CoreOp.STEP, CoreOp.CLEAR):
+                        is_clear = ev.op == CoreOp.CLEAR
+                        m.d.comb += [s0_valid.eq(1), s0_group.eq(0),
+                                     s0_op.eq(Mux(is_clear, _Op.INIT, _Op.UPDATE))]
+                        with m.If(adv):
+                            m.d.sync += [seq_active.eq(1), seq_init.eq(is_clear), seq_group.eq(1)]
+        m.d.comb += [rd.addr.eq(s0_group), rd.en.eq(adv)]
+
+        # ---- S1: block-RAM read in flight ----
+        s1_valid, s1_op = Signal(), Signal(_Op)
+        s1_group = Signal(range(G))
+        s1_current = Signal.like(s0_current)
+        # ---- S2: compute and write back ----
+        s2_valid, s2_op = Signal(), Signal(_Op)
+        s2_group = Signal(range(G))
+        s2_current = Signal.like(s0_current)
+        s2_rdata = Signal(word)
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(s0_valid), s1_op.eq(s0_op), s1_group.eq(s0_group), s1_current.eq(s0_current),
+                         s2_valid.eq(s1_valid), s2_op.eq(s1_op), s2_group.eq(s1_group), s2_current.eq(s1_current),
+                         s2_rdata.eq(rd.data)]
+
+        # Forwarding: the writes of the previous two advancing cycles are not yet in s2_rdata.
+        fwd = [(Signal(name=f"fwd{i}_valid"), Signal(range(G), name=f"fwd{i}_group"), Signal(word, name=f"fwd{i}_data"))
+               for i in (1, 2)]
+        old = Signal(word)
+        (f1_valid, f1_group, f1_data), (f2_valid, f2_group, f2_data) = fwd
+        m.d.comb += old.eq(Mux(f1_valid & (f1_group == s2_group), f1_data,
+                               Mux(f2_valid & (f2_group == s2_group), f2_data, s2_rdata)))
+
+        phase = Signal(range(model.period)) if model.period else Signal(1)
+        new = Signal(word)
+        fire, neg, ovf, trunc = (Signal(P, name=n) for n in ("fire", "neg", "ovf", "trunc"))
+        is_acc, is_update, is_init = s2_op == _Op.ACC, s2_op == _Op.UPDATE, s2_op == _Op.INIT
+        for i in range(P):
+            acc_state, acc_ovf = rule.accumulate(m, old[i], s2_current[i], name=f"lane{i}")
+            upd = rule.update(m, old[i], phase, name=f"lane{i}")
+            init = rule.initial()
+            for f in model.state_fields():
+                m.d.comb += getattr(new[i], f).eq(
+                    Mux(is_init, init[f], Mux(is_update, upd.state[f], acc_state[f])))
+            m.d.comb += [fire[i].eq(is_update & upd.fire), neg[i].eq(is_update & upd.neg),
+                         ovf[i].eq(Mux(is_update, upd.overflow, is_acc & acc_ovf)),
+                         trunc[i].eq(is_update & upd.truncated)]
+
+        we = Signal()
+        m.d.comb += [we.eq(adv & s2_valid & (is_acc | is_update | is_init)),
+                     wr.en.eq(we), wr.addr.eq(s2_group), wr.data.eq(new)]
+        with m.If(adv):
+            m.d.sync += [f1_valid.eq(we), f1_group.eq(s2_group), f1_data.eq(new),
+                         f2_valid.eq(f1_valid), f2_group.eq(f1_group), f2_data.eq(f1_data)]
+
+        # ---- S3: output registers and counters ----
+        end_step = s2_op == _Op.END_STEP
+        with m.If(adv):
+            m.d.sync += [
+                self.spikes.valid.eq(s2_valid & ((is_update & fire.any()) | end_step)),
+                self.spikes.payload.group.eq(s2_group),
+                self.spikes.payload.fire.eq(fire),
+                self.spikes.payload.neg.eq(neg),
+                self.spikes.payload.end_step.eq(end_step),
+                self.readback.valid.eq(s2_valid & (s2_op == _Op.READ)),
+                self.readback.payload.group.eq(s2_group),
+                self.readback.payload.state.eq(old),
+            ]
+            with m.If(s2_valid):
+                m.d.sync += [self.overflows.eq(saturating_increment(self.overflows, popcount(ovf))),
+                             self.truncations.eq(saturating_increment(self.truncations, popcount(trunc)))]
+                with m.If(end_step):
+                    m.d.sync += self.step.eq(saturating_increment(self.step, 1))
+                    if model.period:
+                        m.d.sync += phase.eq(Mux(phase == model.period - 1, 0, phase + 1))
+                with m.If(s2_op == _Op.END_CLEAR):
+                    m.d.sync += [self.step.eq(0), phase.eq(0)]
+        return m

@@ -1,0 +1,106 @@
+"""Hardware form of the bit-exact neuron models: the per-lane datapath of the neuron core.
+
+:func:`lane_rule` returns the rule matching a :class:`spikeforge.sw.neurons.NeuronModel`; its
+``accumulate`` and ``update`` add combinational logic computing exactly what the model's methods of
+the same name compute (same widths, same saturation, same rounding). The neuron core instantiates
+one rule per lane and selects between them with the pipeline's operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Const, Mux, Signal, Value, signed
+
+from ..sw.neurons import Bif, IntegrateFire, NeuronModel, PhaseNeuron, StBif
+from .arith import const_mul, saturate
+
+__all__ = ["lane_rule", "UpdateResult"]
+
+
+@dataclass
+class UpdateResult:
+    """Outputs of one lane's end-of-step rule (all 1-bit except ``state``)."""
+    state: dict
+    fire: Value
+    neg: Value
+    overflow: Value
+    truncated: Value
+
+
+class _Rule:
+    def __init__(self, model: NeuronModel):
+        self.model = model
+
+    def initial(self) -> dict:
+        return dict(self.model.initial_state())
+
+    def accumulate(self, m, old, current, name):
+        v, ovf = saturate(m, old.v + current, self.model.v_width, name=f"{name}_acc_v")
+        new = {f: getattr(old, f) for f in self.model.state_fields()}
+        new["v"] = v
+        return new, ovf
+
+
+class _StBifRule(_Rule):
+    def _fire(self, m, v, s, name):
+        model = self.model
+        up, down = Signal(name=f"{name}_up"), Signal(name=f"{name}_down")
+        m.d.comb += [up.eq((v >= model.theta) & (s < model.s_max)),
+                     down.eq((v < 0) & (s > model.s_min))]
+        new_v = Signal(signed(model.v_width), name=f"{name}_upd_v")
+        new_s = Signal(signed(model.s_width), name=f"{name}_upd_s")
+        m.d.comb += [new_v.eq(Mux(up, v - model.theta, Mux(down, v + model.theta, v))),
+                     new_s.eq(s + up - down)]
+        return up, down, new_v, new_s
+
+    def update(self, m, old, phase, name):
+        up, down, v, s = self._fire(m, old.v, old.s, name)
+        return UpdateResult({"v": v, "s": s}, up | down, down, Const(0), Const(0))
+
+
+class _BifRule(_StBifRule):
+    def update(self, m, old, phase, name):
+        model = self.model
+        up, down, v, s = self._fire(m, old.v, old.s, name)
+        window_end = phase == model.window - 1
+        busy = ((v >= model.theta) & (s < model.s_max)) | ((v < 0) & (s > model.s_min))
+        init = self.initial()
+        state = {"v": Mux(window_end, init["v"], v), "s": Mux(window_end, init["s"], s)}
+        return UpdateResult(state, up | down, down, Const(0), window_end & busy)
+
+
+class _IntegrateFireRule(_Rule):
+    def update(self, m, old, phase, name):
+        model = self.model
+        fire = Signal(name=f"{name}_fire")
+        m.d.comb += fire.eq(old.v >= model.theta)
+        after = old.v - model.theta if model.reset == "subtract" else 0
+        return UpdateResult({"v": Mux(fire, after, old.v)}, fire, Const(0), Const(0), Const(0))
+
+
+class _PhaseRule(_Rule):
+    def update(self, m, old, phase, name):
+        model = self.model
+        v, fired = old.v, old.fired
+        in_window = phase >= model.T
+        up, down = Signal(name=f"{name}_up"), Signal(name=f"{name}_down")
+        m.d.comb += up.eq(in_window & ~fired & (v >= model.theta_fx))
+        if model.bipolar:
+            m.d.comb += down.eq(in_window & ~fired & ~up & (v <= -model.theta_fx))
+        done = fired | up | down
+        product = const_mul(v, model.b_fx) >> model.b_frac_bits  # arithmetic shift: floor
+        mul, ovf = saturate(m, product, model.v_width, name=f"{name}_mul_v")
+        period_end = phase == model.period - 1
+        state = {"v": Mux(period_end, 0, Mux(done, v, mul)), "fired": Mux(period_end, 0, done)}
+        return UpdateResult(state, up | down, down, ovf & ~done, Const(0))
+
+
+def lane_rule(model: NeuronModel) -> _Rule:
+    """The hardware rule for ``model`` (dispatch on its type; subclasses first)."""
+    for cls, rule in ((Bif, _BifRule), (StBif, _StBifRule), (IntegrateFire, _IntegrateFireRule),
+                      (PhaseNeuron, _PhaseRule)):
+        if isinstance(model, cls):
+            return rule(model)
+    raise TypeError(f"no hardware rule for neuron model {type(model).__name__}; supported: "
+                    "StBif, Bif, IntegrateFire, PhaseNeuron")
