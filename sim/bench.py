@@ -92,6 +92,8 @@ class CocotbBench(Bench):
         return h
 
     async def reset(self, cycles: int = 3):
+        """Hold ``rst`` for ``cycles`` clock cycles (synchronous reset of every domain)."""
+        await self._falling
         self.dut.rst.value = 1
         for _ in range(cycles):
             await self._falling
@@ -107,7 +109,9 @@ class CocotbBench(Bench):
         self._h(port).value = value
 
     def get(self, port):
-        return self._h(port).value.to_unsigned()
+        value = self._h(port).value
+        # 1-bit ports read as Logic, wider ones as LogicArray (cocotb 2.x)
+        return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
 
 
 class StreamSource:

@@ -65,12 +65,13 @@ def core_golden(model: NeuronModel, *, neurons: int, lanes: int, inputs, steps: 
 
 
 def core_beats(core: NeuronCore, trace: SpikeTrace) -> list[dict]:
-    """``events`` beats replaying ``trace``: ACCUMULATE beats then STEP for each step, then READ
-    of every group."""
+    """``events`` beats replaying ``trace``: CLEAR, then ACCUMULATE beats and STEP for each step,
+    then READ of every group. (Block RAM keeps its contents through a reset; CLEAR starts the run
+    from the model's initial state.)"""
     P = core.lanes
     inputs = trace.inputs
     rank, _ = _ranked(inputs)
-    beats: list[dict] = []
+    beats: list[dict] = [{"op": CoreOp.CLEAR}]
     by_step: dict[int, dict[tuple[int, int], list[int]]] = {}
     for (step, idx, value), k in zip(inputs.tolist(), rank.tolist()):
         cur = by_step.setdefault(step, {}).setdefault((k, idx // P), [0] * P)
@@ -173,4 +174,8 @@ def random_core_inputs(model: NeuronModel, *, neurons: int, steps: int, events: 
     big = rng.random(events) < 0.1
     small_span = max(1, hi // 8)
     value = np.where(big, rng.integers(lo, hi + 1, size=events), rng.integers(-small_span, small_span + 1, size=events))
+    # a fifth of the neurons get a one-signed drive: they run into the tracer bounds and saturate
+    drive = rng.choice([-1, 0, 0, 0, 0, 0, 0, 0, 0, 1], size=neurons)
+    driven = drive[idx] != 0
+    value = np.where(driven, drive[idx] * np.abs(rng.integers(hi // 2, hi + 1, size=events)), value)
     return np.stack([step, idx, value], axis=1).astype(np.int64)

@@ -1,0 +1,52 @@
+"""cocotb entry point: runs inside the Verilator process started by :func:`spikeforge.sim.verilator.run_job`.
+
+The job file (path in ``$SPIKEFORGE_JOB``) is JSON::
+
+    {"kind": "neuron_core_replay", "config": NeuronCore.config(),
+     "replays": [{"golden": path, "observed": path, "idle": p, "backpressure": p, "seed": n,
+                  "malformed": n}, ...],
+     "answer": path}
+
+Each replay resets the DUT, drives the golden trace's inputs through the same bench code that runs
+on the Amaranth simulator, and saves the observed trace; the answer file lists cycles per replay.
+Comparison happens in the caller, so failures print the first differing event there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cocotb
+
+from .bench import CocotbBench
+from .core_replay import replay_core
+from .trace import SpikeTrace
+
+
+async def _neuron_core_replay(dut, job):
+    from ..hw.neuron_core import NeuronCore
+    core = NeuronCore.from_config(job["config"])
+    bench = CocotbBench(dut)
+    answers = []
+    for r in job["replays"]:
+        await bench.reset()
+        golden = SpikeTrace.load(r["golden"])
+        res = await replay_core(bench, core, golden, idle=r.get("idle", 0.0), backpressure=r.get("backpressure", 0.0),
+                                seed=r.get("seed", 0), malformed=r.get("malformed", 0))
+        res.trace.save(r["observed"])
+        answers.append({"cycles": res.cycles, "beats": res.beats})
+    return answers
+
+
+_KINDS = {"neuron_core_replay": _neuron_core_replay}
+
+
+@cocotb.test()
+async def run_job(dut):
+    """Run the job named by ``$SPIKEFORGE_JOB``."""
+    with open(os.environ["SPIKEFORGE_JOB"]) as f:
+        job = json.load(f)
+    answer = await _KINDS[job["kind"]](dut, job)
+    with open(job["answer"], "w") as f:
+        json.dump(answer, f)

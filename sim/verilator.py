@@ -1,0 +1,100 @@
+"""Build an Amaranth component with Verilator once per distinct design, run cocotb jobs on it.
+
+:func:`build` converts the component to Verilog, hashes the Verilog together with the build flags
+and the tool versions, and compiles it into ``<cache>/<name>-<hash>`` unless that build already
+exists (the cache survives between test runs; a file lock makes parallel pytest workers share it).
+:func:`run_job` runs the cocotb entry test (:mod:`spikeforge.sim.cocotb_entry`) on a build with a
+JSON job description and returns the job's JSON answer.
+
+The cache lives in ``$SPIKEFORGE_CACHE`` or ``~/.cache/spikeforge``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from .toolchain import ensure_verilator
+
+__all__ = ["VerilatorBuild", "build", "run_job", "cache_dir", "SimulationError"]
+
+BUILD_ARGS = ("-Wno-fatal", "-O2")
+
+
+class SimulationError(RuntimeError):
+    """The simulator or the cocotb job failed; the message holds the log's tail."""
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("SPIKEFORGE_CACHE", Path.home() / ".cache" / "spikeforge")) / "verilator"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@dataclass(frozen=True)
+class VerilatorBuild:
+    """A compiled design: its Verilog, top-level name and build directory."""
+    name: str
+    directory: Path
+    verilog: Path
+    cached: bool
+
+    @property
+    def build_dir(self) -> Path:
+        return self.directory / "build"
+
+
+def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, ...] = ()) -> VerilatorBuild:
+    """Verilog for ``component`` compiled by Verilator, reusing a cached build of the same design."""
+    info = ensure_verilator()
+    text = verilog.convert(component, name=name, emit_src=False)
+    args = list(BUILD_ARGS) + list(extra_args) + (["--trace-fst", "--trace-structs"] if waves else [])
+    key = hashlib.sha256(json.dumps([text, args, info.version, metadata.version("cocotb"), name]).encode()).hexdigest()[:16]
+    directory = cache_dir() / f"{name}-{key}"
+    directory.mkdir(parents=True, exist_ok=True)
+    done = directory / ".complete"
+    src = directory / f"{name}.v"
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return VerilatorBuild(name, directory, src, True)
+        src.write_text(text)
+        from cocotb_tools.runner import get_runner
+        runner = get_runner("verilator")
+        log = directory / "build.log"
+        try:
+            runner.build(sources=[src], hdl_toplevel=name, build_dir=directory / "build", build_args=args,
+                         waves=waves, log_file=log)
+        except Exception as e:  # the runner raises on a failing compile; surface the log
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise SimulationError(f"Verilator build of {name} failed:\n{tail}") from e
+        done.touch()
+    return VerilatorBuild(name, directory, src, False)
+
+
+def run_job(design: VerilatorBuild, job: dict, *, testcase: str = "run_job", waves: bool = False) -> dict:
+    """Run ``job`` (JSON-serialisable; see :mod:`spikeforge.sim.cocotb_entry`) on ``design``."""
+    ensure_verilator()
+    from cocotb_tools.runner import get_results, get_runner
+    work = Path(tempfile.mkdtemp(prefix=f"sf-{design.name}-"))
+    job_file, answer_file = work / "job.json", work / "answer.json"
+    job_file.write_text(json.dumps(dict(job, answer=str(answer_file))))
+    log = work / "sim.log"
+    runner = get_runner("verilator")
+    results = runner.test(test_module="spikeforge.sim.cocotb_entry", hdl_toplevel=design.name,
+                          hdl_toplevel_lang="verilog", testcase=testcase,
+                          build_dir=design.build_dir, test_dir=work, results_xml=str(work / "results.xml"),
+                          extra_env={"SPIKEFORGE_JOB": str(job_file)}, waves=waves, log_file=log)
+    tests, failed = get_results(Path(results))
+    if failed or tests == 0 or not answer_file.exists():
+        tail = log.read_text()[-4000:] if log.exists() else "(no log)"
+        raise SimulationError(f"cocotb job on {design.name} failed ({failed}/{tests} tests failed); log tail:\n{tail}")
+    return json.loads(answer_file.read_text())
