@@ -14,13 +14,20 @@ __all__ = ["saturate", "const_mul", "popcount", "saturating_increment"]
 
 
 def saturate(m, value: Value, width: int, *, name: str) -> tuple[Signal, Signal]:
-    """Clamp ``value`` to ``signed(width)``. Returns ``(result, overflowed)``."""
+    """Clamp signed ``value`` to ``signed(width)``. Returns ``(result, overflowed)``.
+
+    Overflow is detected from the bits above the result's sign bit (they must all equal it), a
+    LUT-level reduction rather than two magnitude comparators on the carry chain.
+    """
     lo, hi = signed_range(width)
+    full = Signal(signed(max(width, Value.cast(value).shape().width) + 1), name=f"{name}_full")
     result = Signal(signed(width), name=name)
     overflow = Signal(name=f"{name}_ovf")
+    top = full[width - 1:]
     m.d.comb += [
-        overflow.eq((value > hi) | (value < lo)),
-        result.eq(Mux(value > hi, hi, Mux(value < lo, lo, value))),
+        full.eq(value),
+        overflow.eq(~((top == 0) | (top == (1 << len(top)) - 1))),
+        result.eq(Mux(overflow, Mux(full[-1], lo, hi), full[:width])),
     ]
     return result, overflow
 
@@ -47,5 +54,5 @@ def popcount(bits: Value) -> Value:
 def saturating_increment(counter: Signal, amount: Value) -> Value:
     """``counter + amount`` clamped to the counter's maximum (counters never wrap)."""
     top = (1 << len(counter)) - 1
-    total = counter + amount
-    return Mux(total > top, top, total)
+    total = (counter + amount).as_unsigned()
+    return Mux(total[len(counter):].any(), top, total[:len(counter)])

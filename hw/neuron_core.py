@@ -192,13 +192,14 @@ class NeuronCore(wiring.Component):
                          s2_valid.eq(s1_valid), s2_op.eq(s1_op), s2_group.eq(s1_group), s2_current.eq(s1_current),
                          s2_rdata.eq(rd.data)]
 
-        # Forwarding: the writes of the previous two advancing cycles are not yet in s2_rdata.
-        fwd = [(Signal(name=f"fwd{i}_valid"), Signal(range(G), name=f"fwd{i}_group"), Signal(word, name=f"fwd{i}_data"))
-               for i in (1, 2)]
+        # Forwarding: the writes of the previous two advancing cycles are not yet in s2_rdata. Which
+        # one (if any) holds the newest copy of s2's group is decided a cycle early, in S1, so the
+        # group comparators stay off the read-modify-write path.
+        f1_data, f2_data = Signal(word, name="fwd1_data"), Signal(word, name="fwd2_data")
+        f1_valid, f1_group = Signal(name="fwd1_valid"), Signal(range(G), name="fwd1_group")
+        s2_hit1, s2_hit2 = Signal(), Signal()
         old = Signal(word)
-        (f1_valid, f1_group, f1_data), (f2_valid, f2_group, f2_data) = fwd
-        m.d.comb += old.eq(Mux(f1_valid & (f1_group == s2_group), f1_data,
-                               Mux(f2_valid & (f2_group == s2_group), f2_data, s2_rdata)))
+        m.d.comb += old.eq(Mux(s2_hit1, f1_data, Mux(s2_hit2, f2_data, s2_rdata)))
 
         phase = Signal(range(model.period)) if model.period else Signal(1)
         new = Signal(word)
@@ -219,8 +220,9 @@ class NeuronCore(wiring.Component):
         m.d.comb += [we.eq(adv & s2_valid & (is_acc | is_update | is_init)),
                      wr.en.eq(we), wr.addr.eq(s2_group), wr.data.eq(new)]
         with m.If(adv):
-            m.d.sync += [f1_valid.eq(we), f1_group.eq(s2_group), f1_data.eq(new),
-                         f2_valid.eq(f1_valid), f2_group.eq(f1_group), f2_data.eq(f1_data)]
+            m.d.sync += [f1_valid.eq(we), f1_group.eq(s2_group), f1_data.eq(new), f2_data.eq(f1_data),
+                         s2_hit1.eq(we & (s2_group == s1_group)),
+                         s2_hit2.eq(f1_valid & (f1_group == s1_group))]
 
         # ---- S3: output registers and counters ----
         end_step = s2_op == _Op.END_STEP
@@ -236,12 +238,16 @@ class NeuronCore(wiring.Component):
                 self.readback.payload.state.eq(old),
             ]
             with m.If(s2_valid):
-                m.d.sync += [self.overflows.eq(saturating_increment(self.overflows, popcount(ovf))),
-                             self.truncations.eq(saturating_increment(self.truncations, popcount(trunc)))]
                 with m.If(end_step):
                     m.d.sync += self.step.eq(saturating_increment(self.step, 1))
                     if model.period:
                         m.d.sync += phase.eq(Mux(phase == model.period - 1, 0, phase + 1))
                 with m.If(s2_op == _Op.END_CLEAR):
                     m.d.sync += [self.step.eq(0), phase.eq(0)]
+        # Event counters lag one cycle: the flags are registered first so the popcount and the
+        # wide saturating addition stay off the compute path. Each registered flag is counted once.
+        ovf_seen, trunc_seen = Signal(P), Signal(P)
+        m.d.sync += [ovf_seen.eq(Mux(adv & s2_valid, ovf, 0)), trunc_seen.eq(Mux(adv & s2_valid, trunc, 0)),
+                     self.overflows.eq(saturating_increment(self.overflows, popcount(ovf_seen))),
+                     self.truncations.eq(saturating_increment(self.truncations, popcount(trunc_seen)))]
         return m

@@ -64,7 +64,12 @@ class _BifRule(_StBifRule):
         model = self.model
         up, down, v, s = self._fire(m, old.v, old.s, name)
         window_end = phase == model.window - 1
-        busy = ((v >= model.theta) & (s < model.s_max)) | ((v < 0) & (s > model.s_min))
+        # "would fire again after this update", from the pre-update values so the comparators run in
+        # parallel with the update instead of after it: after an up-spike v-theta >= theta needs
+        # v >= 2*theta and s+1 < s_max; after a down-spike v+theta < 0 needs v < -theta and
+        # s-1 > s_min; a neuron that did not fire stays quiet.
+        busy = ((up & (old.v >= 2 * model.theta) & (old.s < model.s_max - 1)) |
+                (down & (old.v < -model.theta) & (old.s > model.s_min + 1)))
         init = self.initial()
         state = {"v": Mux(window_end, init["v"], v), "s": Mux(window_end, init["s"], s)}
         return UpdateResult(state, up | down, down, Const(0), window_end & busy)

