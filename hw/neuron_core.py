@@ -84,15 +84,11 @@ class NeuronCore(wiring.Component):
     """
 
     def __init__(self, model: NeuronModel, *, neurons: int, lanes: int = 1, counter_width: int = 32):
-        if not isinstance(model, NeuronModel):
-            raise TypeError(f"model must be a spikeforge.sw.neurons.NeuronModel, not {type(model).__name__}")
-        check_int("lanes", lanes, minimum=1, maximum=256)
-        check_int("neurons", neurons, minimum=1, maximum=1 << 20)
-        if neurons % lanes:
-            lo, hi = neurons - neurons % lanes, neurons - neurons % lanes + lanes
-            raise ValueError(f"neurons={neurons} is not a multiple of lanes={lanes}: "
-                             f"use neurons={lo or hi} or {hi}, or another lane count")
-        check_int("counter_width", counter_width, minimum=8, maximum=64)
+        try:
+            self._check(model, neurons, lanes, counter_width)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True  # a rejected configuration is not an unused design
+            raise
         self.model = model
         self.neurons, self.lanes, self.groups = neurons, lanes, neurons // lanes
         self.counter_width = counter_width
@@ -116,6 +112,18 @@ class NeuronCore(wiring.Component):
             "truncations": Out(counter_width),
             "rejected": Out(counter_width),
         })
+
+    @staticmethod
+    def _check(model, neurons, lanes, counter_width):
+        if not isinstance(model, NeuronModel):
+            raise TypeError(f"model must be a spikeforge.sw.neurons.NeuronModel, not {type(model).__name__}")
+        check_int("lanes", lanes, minimum=1, maximum=256)
+        check_int("neurons", neurons, minimum=1, maximum=1 << 20)
+        if neurons % lanes:
+            lo, hi = neurons - neurons % lanes, neurons - neurons % lanes + lanes
+            raise ValueError(f"neurons={neurons} is not a multiple of lanes={lanes}: "
+                             f"use neurons={lo or hi} or {hi}, or another lane count")
+        check_int("counter_width", counter_width, minimum=8, maximum=64)
 
     # -- configuration round-trip (used by testbenches running in another process) ------------
     def config(self) -> dict:

@@ -184,7 +184,8 @@ def test_phase_bit_exact_vs_float_codes_rarely_move():
     (dict(T=8, B=0.5), r"must be > 1"),
     (dict(T=8, B=1.0001, b_frac_bits=8), r"B=1.0001 rounds to 1 with b_frac_bits=8: raise b_frac_bits"),
     (dict(T=8, B=1.4, v_width=8), r"v_width=8 is too small .* raise v_width to at least"),
-    (dict(T=40, B=2.0, frac_bits=30), r"need a .*-bit potential"),
+    (dict(T=40, B=2.0, frac_bits=30), r"need a .*-bit potential times a .*-bit constant, over the 63 bits"),
+    (dict(T=40, B=2.0), r"lower T, W, B or frac_bits"),
 ])
 def test_phase_parameter_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -77,10 +77,14 @@ class PhaseNeuron(NeuronModel):
         Wait of the threshold ``B**W (1 + 1/B)/2``; default ``T``.
     bipolar : bool
         Also fire ``-1`` when ``v <= -theta``.
-    frac_bits : int
-        Fractional bits F of the potential and of the input currents.
-    b_frac_bits : int
-        Fractional bits of the constant multiplier ``B_fx``.
+    frac_bits : int, optional
+        Fractional bits F of the potential and of the input currents. Default
+        ``ceil((T-1) log2 B - log2(B-1)) + 6``: the gap between the two smallest thresholds of the
+        code, about ``(B-1) B**-(T-1)``, is then resolved to 6 bits (fewer bits make input
+        quantisation dominate the error; see docs/results/phase_neuron_error.md).
+    b_frac_bits : int, optional
+        Fractional bits of the constant multiplier ``B_fx``; default ``ceil(log2 T) + 10`` so the
+        realised base compounds to a relative error below about ``2**-10`` over a window.
     current_width, v_width : int, optional
         Signed widths; defaults: currents hold ``[-2, 2)`` (in units of scale), ``v`` the minimum
         that holds ``theta_fx * B_q``.
@@ -89,13 +93,17 @@ class PhaseNeuron(NeuronModel):
     kind = "phase"
 
     def __init__(self, T: int, B: float, *, W: int | None = None, bipolar: bool = True,
-                 frac_bits: int = 10, b_frac_bits: int = 12, current_width: int | None = None,
+                 frac_bits: int | None = None, b_frac_bits: int | None = None, current_width: int | None = None,
                  v_width: int | None = None):
         check_phase_params(T, B)
         self.T, self.B = T, float(B)
+        if frac_bits is None:
+            frac_bits = math.ceil((T - 1) * math.log2(B) - math.log2(B - 1)) + 6
+        if b_frac_bits is None:
+            b_frac_bits = math.ceil(math.log2(T)) + 10 if T > 1 else 10
         self.W = T if W is None else check_int("W", W, minimum=0)
         self.bipolar = bool(bipolar)
-        self.frac_bits = check_int("frac_bits", frac_bits, minimum=0, maximum=40)
+        self.frac_bits = check_int("frac_bits", frac_bits, minimum=0, maximum=56)
         self.b_frac_bits = check_int("b_frac_bits", b_frac_bits, minimum=1, maximum=30)
         self.b_fx = int(math.floor(self.B * (1 << self.b_frac_bits) + 0.5))
         if self.b_fx <= (1 << self.b_frac_bits):
@@ -117,9 +125,11 @@ class PhaseNeuron(NeuronModel):
                     f"v_width={v_width} is too small for T={T}, B={B}, W={self.W}, frac_bits={frac_bits}: "
                     f"an unfired neuron reaches theta*B = {self.v_max_needed} LSB; raise v_width to at "
                     f"least {need_v} (or lower frac_bits / W)")
-        if self.v_width > 62:
-            raise ValueError(f"T={T}, B={B} need a {self.v_width}-bit potential (B**(W+1) grows too fast); "
-                             f"lower T, W or frac_bits")
+        if self.v_width + self.b_fx.bit_length() > 63:
+            raise ValueError(
+                f"T={T}, B={B}, frac_bits={self.frac_bits}, b_frac_bits={self.b_frac_bits} need a "
+                f"{self.v_width}-bit potential times a {self.b_fx.bit_length()}-bit constant, over the 63 bits the "
+                f"bit-exact model computes in (B**(W+1) * 2**frac_bits grows too fast): lower T, W, B or frac_bits")
         default_cw = min(self.v_width, self.frac_bits + 2)
         self.current_width = default_cw if current_width is None else check_int(
             "current_width", current_width, minimum=2, maximum=self.v_width,
