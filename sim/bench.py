@@ -23,7 +23,7 @@ from amaranth.hdl import Value
 
 from .payload import pack, unpack
 
-__all__ = ["Bench", "AmaranthBench", "CocotbBench", "StreamSource", "StreamSink", "run_until",
+__all__ = ["Bench", "AmaranthBench", "CocotbBench", "StreamSource", "StreamSink", "clock", "run_until",
            "SimulationTimeout"]
 
 
@@ -173,18 +173,23 @@ class StreamSink:
                 self.on_receive(beat)
 
 
+async def clock(bench: Bench, drivers) -> None:
+    """One cycle: every driver drives, the design settles, every driver observes."""
+    await bench.cycle()
+    for d in drivers:
+        d.drive()
+    await bench.settle()
+    for d in drivers:
+        d.observe()
+
+
 async def run_until(bench: Bench, drivers, done, *, max_cycles: int, what: str = "the run") -> int:
     """Clock the bench, letting every driver drive and observe each cycle, until ``done()``.
 
     Returns the number of cycles taken; raises :class:`SimulationTimeout` after ``max_cycles``.
     """
     for cycle in range(max_cycles):
-        await bench.cycle()
-        for d in drivers:
-            d.drive()
-        await bench.settle()
-        for d in drivers:
-            d.observe()
+        await clock(bench, drivers)
         if done():
             return cycle + 1
     raise SimulationTimeout(f"{what} did not finish within {max_cycles} cycles")

@@ -19,7 +19,7 @@ import torch
 
 from ..hw.neuron_core import CoreOp, NeuronCore
 from ..sw.neurons import NeuronModel, PhaseNeuron
-from .bench import Bench, StreamSink, StreamSource, run_until
+from .bench import Bench, StreamSink, StreamSource, clock, run_until
 from .payload import width_of
 from .trace import SpikeTrace
 
@@ -136,12 +136,7 @@ async def replay_core(bench: Bench, core: NeuronCore, golden: SpikeTrace, *, idl
     # a few more cycles with open sinks: anything the core still emits would be a mismatch
     spk.backpressure = rb.backpressure = 0.0
     for _ in range(8):
-        await bench.cycle()
-        for d in drivers:
-            d.drive()
-        await bench.settle()
-        for d in drivers:
-            d.observe()
+        await clock(bench, drivers)
     state: dict[str, np.ndarray] = {name: np.zeros(core.neurons, np.int64) for name in core.model.state_fields()}
     for beat in rb.received[:core.groups]:
         for lane, st in enumerate(beat["state"]):

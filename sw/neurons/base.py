@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import torch
 
-from ..fixed import saturate, signed_range
+from ..fixed import check_int, check_width, saturate, signed_range, signed_width_for
 
 __all__ = ["NeuronModel", "StepResult", "RunResult", "model_from_dict", "register_model"]
 
@@ -99,6 +99,19 @@ class NeuronModel(abc.ABC):
         """Constructor arguments (JSON-serialisable)."""
 
     # -- shared behaviour -------------------------------------------------------------------------
+    def _init_widths(self, theta: int, current_width: int, v_width: int | None) -> None:
+        """Set ``current_width`` and ``v_width`` for a threshold model: by default ``v`` holds
+        ``theta`` plus one full-scale current with a bit of headroom; a given width must hold
+        ``+-theta`` and be at least as wide as a current."""
+        self.current_width = check_int("current_width", current_width, minimum=2, maximum=48)
+        half = 1 << (current_width - 1)
+        self.v_width = (signed_width_for(-half, theta + half) + 1 if v_width is None
+                        else check_int("v_width", v_width, minimum=2, maximum=62))
+        check_width("v_width", self.v_width, -theta, theta, "the threshold theta and -theta")
+        if self.current_width > self.v_width:
+            raise ValueError(f"current_width={current_width} exceeds v_width={self.v_width}: "
+                             f"raise v_width to at least {current_width}")
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, **self.params()}
 

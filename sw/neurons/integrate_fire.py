@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..fixed import check_int, check_width, signed_width_for
+from ..fixed import check_int
 from .base import NeuronModel, StepResult, register_model
 
 __all__ = ["IntegrateFire", "if_reference"]
@@ -54,13 +54,7 @@ class IntegrateFire(NeuronModel):
         if reset not in _RESETS:
             raise ValueError(f"reset={reset!r} is not supported; choose one of {_RESETS}")
         self.reset = reset
-        self.current_width = check_int("current_width", current_width, minimum=2, maximum=48)
-        need = signed_width_for(-(1 << (current_width - 1)), theta + (1 << (current_width - 1)))
-        self.v_width = need + 1 if v_width is None else check_int("v_width", v_width, minimum=2, maximum=62)
-        check_width("v_width", self.v_width, -theta, theta, "the threshold theta")
-        if self.current_width > self.v_width:
-            raise ValueError(f"current_width={current_width} exceeds v_width={self.v_width}: "
-                             f"raise v_width to at least {current_width}")
+        self._init_widths(theta, current_width, v_width)
 
     def params(self):
         return {"theta": self.theta, "reset": self.reset, "current_width": self.current_width,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..fixed import check_int, check_width, signed_width_for
+from ..fixed import check_int, signed_width_for
 from .base import NeuronModel, StepResult, register_model
 
 __all__ = ["StBif", "Bif", "quantizer", "stbif_reference"]
@@ -90,13 +90,7 @@ class StBif(NeuronModel):
         self.s_max = check_int("s_max", s_max, minimum=0)
         if self.s_max == self.s_min:
             raise ValueError("s_max must be > s_min: a neuron with one level never fires")
-        self.current_width = check_int("current_width", current_width, minimum=2, maximum=48)
-        need = signed_width_for(-(1 << (current_width - 1)), theta + (1 << (current_width - 1)))
-        self.v_width = need + 1 if v_width is None else check_int("v_width", v_width, minimum=2, maximum=62)
-        check_width("v_width", self.v_width, -theta, theta, "the threshold theta and -theta")
-        if self.current_width > self.v_width:
-            raise ValueError(f"current_width={current_width} exceeds v_width={self.v_width}: "
-                             f"raise v_width to at least {current_width}")
+        self._init_widths(theta, current_width, v_width)
         self.s_width = signed_width_for(self.s_min, self.s_max)
 
     @classmethod
