@@ -18,16 +18,18 @@ An ``ACCUMULATE`` or ``READ`` naming a group >= N/P is malformed: it is dropped 
 ``rejected``. Saturation events (per neuron) are counted in ``overflows``, BIF window truncations in
 ``truncations``; the counters saturate instead of wrapping.
 
-Pipeline: S0 issues the block-RAM read, S1 waits for the data, S2 computes and writes back. Writes
-of the two operations ahead are forwarded to S2, so back-to-back operations on the same group are
-exact. A stalled output stream stalls the whole pipeline (nothing is dropped).
+Pipeline: S0 issues the block-RAM read, S1 waits for the data, S2 forwards the newest copy of the
+group, accumulates and writes ACCUMULATE/INIT results and computes the first half of the update
+rule, S3 finishes the rule and writes UPDATE results, S4 holds the output beats. Writes of the two
+previous cycles are forwarded to S2, so back-to-back operations on the same group are exact at
+one beat per cycle. A stalled output stream stalls the whole pipeline (nothing is dropped).
 """
 
 from __future__ import annotations
 
 
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -210,52 +212,83 @@ class NeuronCore(wiring.Component):
         m.d.comb += old.eq(Mux(s2_hit1, f1_data, Mux(s2_hit2, f2_data, s2_rdata)))
 
         phase = Signal(range(model.period)) if model.period else Signal(1)
-        new = Signal(word)
-        fire, neg, ovf, trunc = (Signal(P, name=n) for n in ("fire", "neg", "ovf", "trunc"))
         is_acc, is_update, is_init = s2_op == _Op.ACC, s2_op == _Op.UPDATE, s2_op == _Op.INIT
-        for i in range(P):
-            acc_state, acc_ovf = rule.accumulate(m, old[i], s2_current[i], name=f"lane{i}")
-            upd = rule.update(m, old[i], phase, name=f"lane{i}")
-            init = rule.initial()
-            for f in model.state_fields():
-                m.d.comb += getattr(new[i], f).eq(
-                    Mux(is_init, init[f], Mux(is_update, upd.state[f], acc_state[f])))
-            m.d.comb += [fire[i].eq(is_update & upd.fire), neg[i].eq(is_update & upd.neg),
-                         ovf[i].eq(Mux(is_update, upd.overflow, is_acc & acc_ovf)),
-                         trunc[i].eq(is_update & upd.truncated)]
+        init = rule.initial()
 
-        we = Signal()
-        m.d.comb += [we.eq(adv & s2_valid & (is_acc | is_update | is_init)),
-                     wr.en.eq(we), wr.addr.eq(s2_group), wr.data.eq(new)]
+        # S2 writes ACCUMULATE and INIT results; the update rule's first half is registered into S3,
+        # which writes UPDATE results one cycle later. The two never collide and S3's write is
+        # never needed by the operation in S2: during a sweep S2 holds the next group's UPDATE (or
+        # the END marker), and the END marker separates the last UPDATE from any later operation.
+        s2_new = Signal(word)
+        acc_ovf = Signal(P)
+        upd_a = []
+        for i in range(P):
+            acc_state, acc_ovf_i = rule.accumulate(m, old[i], s2_current[i], name=f"lane{i}")
+            for f in model.state_fields():
+                m.d.comb += getattr(s2_new[i], f).eq(Mux(is_init, init[f], acc_state[f]))
+            m.d.comb += acc_ovf[i].eq(is_acc & acc_ovf_i)
+            upd_a.append(rule.update_a(m, old[i], phase, name=f"lane{i}"))
+
+        # ---- S3: second half of the update rule, UPDATE write-back ----
+        s3_valid, s3_op = Signal(), Signal(_Op)
+        s3_group = Signal(range(G))
+        s3_old = Signal(word)
+        s3_acc_ovf = Signal(P)
+        s3_a = [{k: Signal(Value.cast(v).shape(), name=f"lane{i}_a_{k}") for k, v in a.items()}
+                for i, a in enumerate(upd_a)]
         with m.If(adv):
-            m.d.sync += [f1_valid.eq(we), f1_group.eq(s2_group), f1_data.eq(new), f2_data.eq(f1_data),
-                         s2_hit1.eq(we & (s2_group == s1_group)),
+            m.d.sync += [s3_valid.eq(s2_valid), s3_op.eq(s2_op), s3_group.eq(s2_group), s3_old.eq(old),
+                         s3_acc_ovf.eq(acc_ovf)]
+            m.d.sync += [s3_a[i][k].eq(v) for i, a in enumerate(upd_a) for k, v in a.items()]
+        s3_new = Signal(word)
+        fire, neg, ovf, trunc = (Signal(P, name=n) for n in ("fire", "neg", "ovf", "trunc"))
+        s3_update = s3_op == _Op.UPDATE
+        for i in range(P):
+            upd = rule.update_b(m, s3_a[i], name=f"lane{i}")
+            for f in model.state_fields():
+                m.d.comb += getattr(s3_new[i], f).eq(upd.state[f])
+            m.d.comb += [fire[i].eq(s3_update & upd.fire), neg[i].eq(s3_update & upd.neg),
+                         ovf[i].eq(Mux(s3_update, upd.overflow, s3_acc_ovf[i])),
+                         trunc[i].eq(s3_update & upd.truncated)]
+
+        # The one write of this cycle (S3's UPDATE or S2's ACCUMULATE/INIT), also kept for forwarding.
+        w_en, w_group, w_data = Signal(), Signal(range(G)), Signal(word)
+        s3_writes = s3_valid & s3_update
+        m.d.comb += [w_en.eq(adv & (s3_writes | (s2_valid & (is_acc | is_init)))),
+                     w_group.eq(Mux(s3_writes, s3_group, s2_group)),
+                     w_data.eq(Mux(s3_writes, s3_new, s2_new)),
+                     wr.en.eq(w_en), wr.addr.eq(w_group), wr.data.eq(w_data)]
+        with m.If(adv):
+            m.d.sync += [f1_valid.eq(w_en), f1_group.eq(w_group), f1_data.eq(w_data), f2_data.eq(f1_data),
+                         s2_hit1.eq(w_en & (w_group == s1_group)),
                          s2_hit2.eq(f1_valid & (f1_group == s1_group))]
 
-        # ---- S3: output registers and counters ----
-        end_step = s2_op == _Op.END_STEP
+        # Step and phase advance when END_STEP is in S2, before the next sweep's UPDATEs reach it.
+        with m.If(adv & s2_valid):
+            with m.If(s2_op == _Op.END_STEP):
+                m.d.sync += self.step.eq(saturating_increment(self.step, 1))
+                if model.period:
+                    m.d.sync += phase.eq(Mux(phase == model.period - 1, 0, phase + 1))
+            with m.If(s2_op == _Op.END_CLEAR):
+                m.d.sync += [self.step.eq(0), phase.eq(0)]
+
+        # ---- S4: output registers ----
+        end_step = s3_op == _Op.END_STEP
         with m.If(adv):
             m.d.sync += [
-                self.spikes.valid.eq(s2_valid & ((is_update & fire.any()) | end_step)),
-                self.spikes.payload.group.eq(s2_group),
+                self.spikes.valid.eq(s3_valid & ((s3_update & fire.any()) | end_step)),
+                self.spikes.payload.group.eq(s3_group),
                 self.spikes.payload.fire.eq(fire),
                 self.spikes.payload.neg.eq(neg),
                 self.spikes.payload.end_step.eq(end_step),
-                self.readback.valid.eq(s2_valid & (s2_op == _Op.READ)),
-                self.readback.payload.group.eq(s2_group),
-                self.readback.payload.state.eq(old),
+                self.readback.valid.eq(s3_valid & (s3_op == _Op.READ)),
+                self.readback.payload.group.eq(s3_group),
+                self.readback.payload.state.eq(s3_old),
             ]
-            with m.If(s2_valid):
-                with m.If(end_step):
-                    m.d.sync += self.step.eq(saturating_increment(self.step, 1))
-                    if model.period:
-                        m.d.sync += phase.eq(Mux(phase == model.period - 1, 0, phase + 1))
-                with m.If(s2_op == _Op.END_CLEAR):
-                    m.d.sync += [self.step.eq(0), phase.eq(0)]
         # Event counters lag one cycle: the flags are registered first so the popcount and the
         # wide saturating addition stay off the compute path. Each registered flag is counted once.
         ovf_seen, trunc_seen = Signal(P), Signal(P)
-        m.d.sync += [ovf_seen.eq(Mux(adv & s2_valid, ovf, 0)), trunc_seen.eq(Mux(adv & s2_valid, trunc, 0)),
+        m.d.sync += [ovf_seen.eq(Mux(adv & s3_valid, ovf, 0)), trunc_seen.eq(Mux(adv & s3_valid, trunc, 0)),
                      self.overflows.eq(saturating_increment(self.overflows, popcount(ovf_seen))),
                      self.truncations.eq(saturating_increment(self.truncations, popcount(trunc_seen)))]
         return m

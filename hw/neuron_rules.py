@@ -1,9 +1,16 @@
 """Hardware form of the bit-exact neuron models: the per-lane datapath of the neuron core.
 
-:func:`lane_rule` returns the rule matching a :class:`spikeforge.sw.neurons.NeuronModel`; its
-``accumulate`` and ``update`` add combinational logic computing exactly what the model's methods of
-the same name compute (same widths, same saturation, same rounding). The neuron core instantiates
-one rule per lane and selects between them with the pipeline's operation.
+:func:`lane_rule` returns the rule matching a :class:`spikeforge.sw.neurons.NeuronModel`. Its
+``accumulate`` adds the logic of the model's saturating addition; its end-of-step update is split
+in two pipeline stages:
+
+* ``update_a(m, old, phase, name)`` works from the state read from block RAM and returns a dict of
+  named values, which the core registers;
+* ``update_b(m, regs, name)`` finishes from those registers and returns an :class:`UpdateResult`.
+
+Together they compute exactly what the model's ``update`` computes (same widths, saturation and
+rounding). The split keeps a long rule — the phase neuron's shift-add multiplication by B — out of
+the accumulate path's cycle.
 """
 
 from __future__ import annotations
@@ -40,6 +47,17 @@ class _Rule:
         new = {f: getattr(old, f) for f in self.model.state_fields()}
         new["v"] = v
         return new, ovf
+
+    # Rules short enough for one cycle define ``update`` and compute everything in stage a;
+    # stage b only unpacks the registers.
+    def update_a(self, m, old, phase, name) -> dict:
+        r = self.update(m, old, phase, name)
+        return {**{f"state_{k}": v for k, v in r.state.items()},
+                "fire": r.fire, "neg": r.neg, "overflow": r.overflow, "truncated": r.truncated}
+
+    def update_b(self, m, regs, name) -> UpdateResult:
+        state = {f: regs[f"state_{f}"] for f in self.model.state_fields()}
+        return UpdateResult(state, regs["fire"], regs["neg"], regs["overflow"], regs["truncated"])
 
 
 class _StBifRule(_Rule):
@@ -85,7 +103,7 @@ class _IntegrateFireRule(_Rule):
 
 
 class _PhaseRule(_Rule):
-    def update(self, m, old, phase, name):
+    def update_a(self, m, old, phase, name):
         model = self.model
         v, fired = old.v, old.fired
         in_window = phase >= model.T
@@ -93,12 +111,16 @@ class _PhaseRule(_Rule):
         m.d.comb += up.eq(in_window & ~fired & (v >= model.theta_fx))
         if model.bipolar:
             m.d.comb += down.eq(in_window & ~fired & ~up & (v <= -model.theta_fx))
-        done = fired | up | down
-        product = const_mul(v, model.b_fx) >> model.b_frac_bits  # arithmetic shift: floor
-        mul, ovf = saturate(m, product, model.v_width, name=f"{name}_mul_v")
-        period_end = phase == model.period - 1
-        state = {"v": Mux(period_end, 0, Mux(done, v, mul)), "fired": Mux(period_end, 0, done)}
-        return UpdateResult(state, up | down, down, ovf & ~done, Const(0))
+        return {"v": v, "up": up, "down": down, "done": fired | up | down,
+                "product": const_mul(v, model.b_fx) >> model.b_frac_bits,  # arithmetic shift: floor
+                "period_end": phase == model.period - 1}
+
+    def update_b(self, m, regs, name):
+        model = self.model
+        mul, ovf = saturate(m, regs["product"], model.v_width, name=f"{name}_mul_v")
+        done, period_end = regs["done"], regs["period_end"]
+        state = {"v": Mux(period_end, 0, Mux(done, regs["v"], mul)), "fired": Mux(period_end, 0, done)}
+        return UpdateResult(state, regs["up"] | regs["down"], regs["down"], ovf & ~done, Const(0))
 
 
 def lane_rule(model: NeuronModel) -> _Rule:

@@ -31,14 +31,14 @@ DEFAULT_CORES = {
     "bif": dict(kind="bif", neurons=256, lanes=4, levels=16, theta=32, window=16, signed=False, current_width=8),
     "if": dict(kind="if", neurons=256, lanes=4, theta=64, current_width=8),
     "phase": dict(kind="phase", neurons=256, lanes=4, T=16, B=1.4),
-    "phase-T8-B2": dict(kind="phase", neurons=256, lanes=4, T=8, B=2.0, frac_bits=8),
+    "phase-T8-B2": dict(kind="phase", neurons=256, lanes=4, T=8, B=2.0),
 }
 
 
 def make_model(kind: str, *, levels: int | None = None, signed: bool = True, theta: int | None = None,
                s_min: int | None = None, s_max: int | None = None, window: int | None = None,
                reset: str = "subtract", T: int | None = None, B: float | None = None, W: int | None = None,
-               bipolar: bool = True, frac_bits: int = 10, b_frac_bits: int = 12,
+               bipolar: bool = True, frac_bits: int | None = None, b_frac_bits: int | None = None,
                current_width: int | None = None, v_width: int | None = None) -> NeuronModel:
     """Build a neuron model from flat options (as the CLI gives them); unused options must be unset."""
     if kind not in MODEL_KINDS:
