@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -68,14 +69,19 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
             return VerilatorBuild(name, directory, src, True)
         src.write_text(text)
         from cocotb_tools.runner import get_runner
-        runner = get_runner("verilator")
         log = directory / "build.log"
-        try:
-            runner.build(sources=[src], hdl_toplevel=name, build_dir=directory / "build", build_args=args,
-                         waves=waves, log_file=log)
-        except Exception as e:  # the runner raises on a failing compile; surface the log
-            tail = log.read_text()[-3000:] if log.exists() else ""
-            raise SimulationError(f"Verilator build of {name} failed:\n{tail}") from e
+        # Verilator's generated makefile occasionally loses its precompiled header under `make -j`
+        # ("Vtop__pch.h.fast: No such file"); a clean second build succeeds, so retry once.
+        for attempt in (1, 2):
+            try:
+                get_runner("verilator").build(sources=[src], hdl_toplevel=name, build_dir=directory / "build",
+                                              build_args=args, waves=waves, log_file=log)
+                break
+            except Exception as e:  # the runner raises on a failing compile; surface the log
+                shutil.rmtree(directory / "build", ignore_errors=True)
+                if attempt == 2:
+                    tail = log.read_text()[-3000:] if log.exists() else ""
+                    raise SimulationError(f"Verilator build of {name} failed twice:\n{tail}") from e
         done.touch()
     return VerilatorBuild(name, directory, src, False)
 

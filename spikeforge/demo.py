@@ -35,8 +35,9 @@ def _raster(golden, observed, path: Path, title: str):
         s = trace.spikes
         for sign, color in ((1, "tab:blue"), (-1, "tab:red")):
             sel = s[s[:, 2] == sign]
-            ax.scatter(sel[:, 0], sel[:, 1], s=size, marker=marker, c=color, linewidths=0.8,
-                       label=f"{label} ({'+' if sign > 0 else '-'})", facecolors="none" if marker == "o" else None)
+            style = dict(facecolors="none", edgecolors=color) if marker == "o" else dict(c=color)
+            ax.scatter(sel[:, 0], sel[:, 1], s=size, marker=marker, linewidths=0.8,
+                       label=f"{label} ({'+' if sign > 0 else '-'})", **style)
     ax.set_xlabel("timestep")
     ax.set_ylabel("neuron")
     ax.set_title(title)
