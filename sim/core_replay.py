@@ -143,8 +143,7 @@ async def replay_core(bench: Bench, core: NeuronCore, golden: SpikeTrace, *, idl
             for name, value in st.items():
                 state[name][beat["group"] * core.lanes + lane] = value
     counters = {name: bench.get(name) for name in ("overflows", "truncations", "step", "rejected")}
-    meta = dict(golden.meta, observed=True, extra_readback=len(rb.received) - core.groups)
-    counters["rejected"] -= malformed  # so a correct run reports the golden value 0
+    meta = dict(golden.meta, observed=True, extra_readback=len(rb.received) - core.groups, malformed_sent=malformed)
     observed = SpikeTrace(meta, golden.inputs, np.array(spikes, np.int64).reshape(-1, 3), state, counters)
     return ReplayResult(observed, cycles, len(beats))
 

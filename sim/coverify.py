@@ -47,6 +47,14 @@ def random_core_trace(core: NeuronCore, *, steps: int, events: int, seed: int) -
     return core_golden(core.model, neurons=core.neurons, lanes=core.lanes, inputs=inputs, steps=steps)
 
 
+def _expected(golden: SpikeTrace, malformed: int) -> SpikeTrace:
+    """The golden trace with the ``rejected`` counter the core must show after ``malformed`` bad beats."""
+    if not malformed:
+        return golden
+    return SpikeTrace(golden.meta, golden.inputs, golden.spikes, golden.state,
+                      dict(golden.counters, rejected=golden.counters.get("rejected", 0) + malformed))
+
+
 def verify_core(core: NeuronCore, goldens: list[SpikeTrace], *, simulator: str = "verilator",
                 idle: float = 0.0, backpressure: float = 0.0, seed: int = 0, malformed: int = 0,
                 waves: bool = False, workdir: Path | None = None) -> list[CoreCheck]:
@@ -67,8 +75,8 @@ def verify_core(core: NeuronCore, goldens: list[SpikeTrace], *, simulator: str =
     if simulator == "amaranth":
         for g, r in zip(goldens, replays):
             res = run_amaranth(core, lambda bench: replay_core(bench, core, g, **r))
-            checks.append(CoreCheck(g, res.trace, diff_traces(g, res.trace), res.cycles, res.beats,
-                                    simulator, idle, backpressure))
+            checks.append(CoreCheck(g, res.trace, diff_traces(_expected(g, malformed), res.trace), res.cycles,
+                                    res.beats, simulator, idle, backpressure))
         return checks
     from .verilator import build, run_job
     design = build(core, _design_name(core), waves=waves)
@@ -81,7 +89,8 @@ def verify_core(core: NeuronCore, goldens: list[SpikeTrace], *, simulator: str =
                      waves=waves)
     for g, r, a in zip(goldens, replays, answer):
         obs = SpikeTrace.load(r["observed"])
-        checks.append(CoreCheck(g, obs, diff_traces(g, obs), a["cycles"], a["beats"], simulator, idle, backpressure))
+        checks.append(CoreCheck(g, obs, diff_traces(_expected(g, malformed), obs), a["cycles"], a["beats"],
+                                simulator, idle, backpressure))
     return checks
 
 
