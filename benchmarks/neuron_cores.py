@@ -42,7 +42,7 @@ def measure(name):
     golden = core_golden(core.model, neurons=core.neurons, lanes=core.lanes, inputs=inputs, steps=steps)
     (check,) = verify_core(core, [golden], simulator="verilator")
     assert check.diff.equal, f"{name}: {check.diff}"
-    acc_beats = check.beats - steps - core.groups - 1
+    acc_beats = check.accumulate_beats
     sweep = steps * (core.groups + 1)
     readout = core.groups
     synth = api.report_core(core, workdir=Path("/tmp") / f"sf-bench-{name}")

@@ -127,6 +127,11 @@ class NeuronCore(wiring.Component):
                              f"use neurons={lo or hi} or {hi}, or another lane count")
         check_int("counter_width", counter_width, minimum=8, maximum=64)
 
+    @property
+    def verilog_name(self) -> str:
+        """Default Verilog module name: ``neuron_core_<model kind>``."""
+        return f"neuron_core_{self.model.kind}"
+
     # -- configuration round-trip (used by testbenches running in another process) ------------
     def config(self) -> dict:
         return {"model": self.model.to_dict(), "neurons": self.neurons, "lanes": self.lanes,

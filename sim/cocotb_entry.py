@@ -35,7 +35,7 @@ async def _neuron_core_replay(dut, job):
         res = await replay_core(bench, core, golden, idle=r.get("idle", 0.0), backpressure=r.get("backpressure", 0.0),
                                 seed=r.get("seed", 0), malformed=r.get("malformed", 0))
         res.trace.save(r["observed"])
-        answers.append({"cycles": res.cycles, "beats": res.beats})
+        answers.append({"cycles": res.cycles, "beats": res.beats, "accumulate_beats": res.accumulate_beats})
     return answers
 
 

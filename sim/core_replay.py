@@ -86,10 +86,12 @@ def core_beats(core: NeuronCore, trace: SpikeTrace) -> list[dict]:
 
 @dataclass
 class ReplayResult:
-    """Observed trace plus what the run cost: ``cycles`` and the number of ``events`` beats."""
+    """Observed trace plus what the run cost: ``cycles``, the number of ``events`` beats and how
+    many of them were (well-formed) ACCUMULATE beats."""
     trace: SpikeTrace
     cycles: int
     beats: int
+    accumulate_beats: int
 
 
 async def replay_core(bench: Bench, core: NeuronCore, golden: SpikeTrace, *, idle: float = 0.0,
@@ -101,6 +103,7 @@ async def replay_core(bench: Bench, core: NeuronCore, golden: SpikeTrace, *, idl
     """
     rng = random.Random(seed)
     beats = core_beats(core, golden)
+    accumulate_beats = sum(b["op"] == CoreOp.ACCUMULATE for b in beats)
     if malformed:
         top = (1 << width_of(core.event_layout["group"].shape)) - 1
         if top < core.groups:
@@ -143,9 +146,10 @@ async def replay_core(bench: Bench, core: NeuronCore, golden: SpikeTrace, *, idl
             for name, value in st.items():
                 state[name][beat["group"] * core.lanes + lane] = value
     counters = {name: bench.get(name) for name in ("overflows", "truncations", "step", "rejected")}
-    meta = dict(golden.meta, observed=True, extra_readback=len(rb.received) - core.groups, malformed_sent=malformed)
+    counters["readback_beats"] = len(rb.received)
+    meta = dict(golden.meta, observed=True, malformed_sent=malformed)
     observed = SpikeTrace(meta, golden.inputs, np.array(spikes, np.int64).reshape(-1, 3), state, counters)
-    return ReplayResult(observed, cycles, len(beats))
+    return ReplayResult(observed, cycles, len(beats), accumulate_beats)
 
 
 def random_core_inputs(model: NeuronModel, *, neurons: int, steps: int, events: int,

@@ -29,12 +29,14 @@ SIMULATORS = ("verilator", "amaranth")
 
 @dataclass
 class CoreCheck:
-    """One replay: golden vs observed trace, their diff, and the cycles the RTL took."""
+    """One replay: golden vs observed trace, their diff, and the cycles the RTL took
+    (``beats``: all ``events`` beats sent; ``accumulate_beats``: the ACCUMULATE ones)."""
     golden: SpikeTrace
     observed: SpikeTrace
     diff: TraceDiff
     cycles: int
     beats: int
+    accumulate_beats: int
     simulator: str
     idle: float
     backpressure: float
@@ -47,12 +49,12 @@ def random_core_trace(core: NeuronCore, *, steps: int, events: int, seed: int) -
     return core_golden(core.model, neurons=core.neurons, lanes=core.lanes, inputs=inputs, steps=steps)
 
 
-def _expected(golden: SpikeTrace, malformed: int) -> SpikeTrace:
-    """The golden trace with the ``rejected`` counter the core must show after ``malformed`` bad beats."""
-    if not malformed:
-        return golden
-    return SpikeTrace(golden.meta, golden.inputs, golden.spikes, golden.state,
-                      dict(golden.counters, rejected=golden.counters.get("rejected", 0) + malformed))
+def _expected(core: NeuronCore, golden: SpikeTrace, malformed: int) -> SpikeTrace:
+    """The golden trace plus what the replay itself must see: ``malformed`` more rejected beats and
+    exactly one readback beat per group."""
+    counters = dict(golden.counters, rejected=golden.counters.get("rejected", 0) + malformed,
+                    readback_beats=core.groups)
+    return SpikeTrace(golden.meta, golden.inputs, golden.spikes, golden.state, counters)
 
 
 def verify_core(core: NeuronCore, goldens: list[SpikeTrace], *, simulator: str = "verilator",
@@ -75,11 +77,11 @@ def verify_core(core: NeuronCore, goldens: list[SpikeTrace], *, simulator: str =
     if simulator == "amaranth":
         for g, r in zip(goldens, replays):
             res = run_amaranth(core, lambda bench: replay_core(bench, core, g, **r))
-            checks.append(CoreCheck(g, res.trace, diff_traces(_expected(g, malformed), res.trace), res.cycles,
-                                    res.beats, simulator, idle, backpressure))
+            checks.append(CoreCheck(g, res.trace, diff_traces(_expected(core, g, malformed), res.trace), res.cycles,
+                                    res.beats, res.accumulate_beats, simulator, idle, backpressure))
         return checks
     from .verilator import build, run_job
-    design = build(core, _design_name(core), waves=waves)
+    design = build(core, core.verilog_name, waves=waves)
     work = Path(workdir or tempfile.mkdtemp(prefix="sf-verify-"))
     work.mkdir(parents=True, exist_ok=True)
     for i, (g, r) in enumerate(zip(goldens, replays)):
@@ -89,10 +91,7 @@ def verify_core(core: NeuronCore, goldens: list[SpikeTrace], *, simulator: str =
                      waves=waves)
     for g, r, a in zip(goldens, replays, answer):
         obs = SpikeTrace.load(r["observed"])
-        checks.append(CoreCheck(g, obs, diff_traces(_expected(g, malformed), obs), a["cycles"], a["beats"],
-                                simulator, idle, backpressure))
+        checks.append(CoreCheck(g, obs, diff_traces(_expected(core, g, malformed), obs), a["cycles"], a["beats"],
+                                a["accumulate_beats"], simulator, idle, backpressure))
     return checks
 
-
-def _design_name(core: NeuronCore) -> str:
-    return f"neuron_core_{core.model.kind}"

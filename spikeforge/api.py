@@ -83,7 +83,7 @@ def generate_core(core: NeuronCore, outdir, *, name: str | None = None) -> dict[
     """Write ``<name>.v`` (Verilog) and ``<name>.json`` (the configuration, loadable by
     :meth:`NeuronCore.from_config`) into ``outdir``."""
     from amaranth.back import verilog
-    name = name or f"neuron_core_{core.model.kind}"
+    name = name or core.verilog_name
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     v = out / f"{name}.v"
@@ -108,7 +108,7 @@ def simulate_core(core: NeuronCore, *, steps: int = 60, events: int = 2000, seed
 def report_core(core: NeuronCore, *, device: str = "25k", target_mhz: float = 150.0, workdir=None):
     """ECP5 resources (yosys) and Fmax (nextpnr) of ``core``; see :mod:`spikeforge.boards.synth`."""
     from .boards.synth import synthesize_ecp5
-    return synthesize_ecp5(core, f"neuron_core_{core.model.kind}", device=device, target_mhz=target_mhz,
+    return synthesize_ecp5(core, core.verilog_name, device=device, target_mhz=target_mhz,
                            workdir=workdir)
 
 
