@@ -103,3 +103,19 @@ def ceil_log2(x: float) -> int:
     while (1 << n) < x:
         n += 1
     return n
+
+
+def mul_shift_floor(x: torch.Tensor, constant: int, shift: int) -> torch.Tensor:
+    """``floor(x * constant / 2**shift)`` for int64 ``x``, exact even when ``x * constant`` itself
+    would overflow 64 bits (only the result must fit): ``x`` is split at bit 32 and the high part's
+    product is shifted before it is added. This is what a shift-add constant multiplier followed by
+    an arithmetic right shift computes in hardware.
+    """
+    if not 0 <= shift <= 32:
+        raise ValueError(f"shift={shift} must lie in [0, 32]")
+    if constant < 0 or constant.bit_length() > 30:
+        raise ValueError(f"constant={constant} must be a non-negative integer of at most 30 bits")
+    x = x.to(torch.int64)
+    lo = x & 0xFFFFFFFF
+    hi = x >> 32
+    return ((hi * constant) << (32 - shift)) + ((lo * constant) >> shift)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 
+from fractions import Fraction
+
 import torch
 
-__all__ = ["phase_encode", "phase_decode", "phase_error_bound", "check_phase_params"]
+__all__ = ["phase_encode", "phase_decode", "phase_error_bound", "check_phase_params", "quantize_base",
+           "default_b_frac_bits"]
 
 
 def check_phase_params(T, B) -> None:
@@ -64,3 +67,21 @@ def phase_decode(spikes: torch.Tensor, B: float, scale: float | torch.Tensor = 1
 def phase_error_bound(B: float) -> float:
     """Worst relative error of the one-spike code inside its range: ``(B - 1)/(B + 1)``."""
     return (B - 1) / (B + 1)
+
+
+def default_b_frac_bits(T: int) -> int:
+    """Fractional bits of the constant multiplier ``B_fx``: ``ceil(log2 T) + 10``, so the realised
+    base compounds to a relative error below about ``2**-10`` over a window of ``T`` steps."""
+    return math.ceil(math.log2(T)) + 10 if T > 1 else 10
+
+
+def quantize_base(B: float, b_frac_bits: int) -> tuple[int, Fraction]:
+    """The hardware's base: ``B_fx = round(B * 2**b_frac_bits)`` and the realised ``B_q = B_fx / 2**bf``.
+
+    Raises ``ValueError`` when ``B`` rounds to 1 (the multiplier would not grow the potential).
+    """
+    b_fx = int(math.floor(float(B) * (1 << b_frac_bits) + 0.5))
+    if b_fx <= (1 << b_frac_bits):
+        raise ValueError(f"B={B} rounds to 1 with b_frac_bits={b_frac_bits}: raise b_frac_bits so that "
+                         f"round(B * 2**b_frac_bits) > 2**b_frac_bits")
+    return b_fx, Fraction(b_fx, 1 << b_frac_bits)

@@ -33,7 +33,7 @@ from fractions import Fraction
 import torch
 
 from ..fixed import check_int, saturate, signed_range, signed_width_for
-from ..phase_coding import check_phase_params
+from ..phase_coding import check_phase_params, default_b_frac_bits, quantize_base
 from .base import NeuronModel, StepResult, register_model
 
 __all__ = ["PhaseNeuron", "phase_neuron_reference"]
@@ -100,16 +100,12 @@ class PhaseNeuron(NeuronModel):
         if frac_bits is None:
             frac_bits = math.ceil((T - 1) * math.log2(B) - math.log2(B - 1)) + 6
         if b_frac_bits is None:
-            b_frac_bits = math.ceil(math.log2(T)) + 10 if T > 1 else 10
+            b_frac_bits = default_b_frac_bits(T)
         self.W = T if W is None else check_int("W", W, minimum=0)
         self.bipolar = bool(bipolar)
         self.frac_bits = check_int("frac_bits", frac_bits, minimum=0, maximum=56)
         self.b_frac_bits = check_int("b_frac_bits", b_frac_bits, minimum=1, maximum=30)
-        self.b_fx = int(math.floor(self.B * (1 << self.b_frac_bits) + 0.5))
-        if self.b_fx <= (1 << self.b_frac_bits):
-            raise ValueError(f"B={B} rounds to 1 with b_frac_bits={b_frac_bits}: raise b_frac_bits so that "
-                             f"round(B * 2**b_frac_bits) > 2**b_frac_bits")
-        self.b_q = Fraction(self.b_fx, 1 << self.b_frac_bits)
+        self.b_fx, self.b_q = quantize_base(self.B, self.b_frac_bits)
         theta = self.b_q ** self.W * (1 + 1 / self.b_q) / 2 * (1 << self.frac_bits)
         self.theta_fx = math.floor(theta + Fraction(1, 2))
         if self.theta_fx < 1:
