@@ -3,9 +3,13 @@
 One neuron per (row, key). A period is ``2T`` steps: ``T`` integration steps, then a ``T``-step fire
 window. Per row:
 
-* **global inhibition**: in every integration step up to and including the first one whose row
-  maximum is positive, that step's row maximum is subtracted from every input of the row (the
-  reference code's rule; for scores given at once it subtracts the row maximum once);
+* **global inhibition** (``inhibition="first_step"``, the paper's rule): in every integration step up
+  to and including the first one whose row maximum is positive, that step's row maximum is subtracted
+  from every input of the row (the reference code's rule; for scores given at once it subtracts the
+  row maximum once). With time-resolved inputs (QK^T products arriving over the window) the first
+  positive step's maximum is not the final row maximum, and keys that end above it by ``ln(B)/2`` or
+  more all fire at ``j = 0`` together; ``inhibition="window_max"`` (ours) instead subtracts the row
+  maximum of the final potentials, found during the last integration sweep at no extra latency;
 * **integration** ``v = B*v + x`` for ``t < T``, so ``V_k = B**(T-1) (a_k - a_max)`` for scores ``a``;
 * **fire window** ``j = 0 .. T-1``: threshold ``theta_j = B**(T-1) ln(B) (1/2 - j)``; an unfired neuron
   fires once, at the first ``j`` with ``V >= theta_j``: key ``k`` fires at ``m_k = 1 + round((a_max -
@@ -21,8 +25,9 @@ end of integration step ``t``, for each row (``mulB(z) = floor(z * B_fx / 2**bf)
 
     m = max_k x[k]
     v[k] = sat(mulB(v[k]) + x[k]) ; x[k] = 0                     for every key k
-    u    = sat(mulB(u) + m) if inhibiting else sat(mulB(u))
+    u    = sat(mulB(u) + m) if inhibiting else sat(mulB(u))        # "first_step"
     inhibiting = inhibiting and m <= 0
+    at t = T-1, "window_max" instead sets u = max_k v[k]          # the new potentials
 
 and at fire step ``j`` an unfired neuron fires if ``v - u >= theta_fx[j]`` where ``theta_fx[j] =
 round(B_q**(T-1) ln(B_q) (1/2 - j) 2**F)``. ``v - u`` is the inhibited potential of the reference: the
@@ -58,11 +63,21 @@ def _first_crossing(v: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, T - count, torch.full_like(count, -1))
 
 
-def woss_fire_steps(x: torch.Tensor, T: int, B: float) -> torch.Tensor:
+INHIBITIONS = ("first_step", "window_max")
+
+
+def _check_inhibition(inhibition: str) -> str:
+    if inhibition not in INHIBITIONS:
+        raise ValueError(f"inhibition={inhibition!r} is not a WOSS inhibition rule: use one of {INHIBITIONS}")
+    return inhibition
+
+
+def woss_fire_steps(x: torch.Tensor, T: int, B: float, *, inhibition: str = "first_step") -> torch.Tensor:
     """Float WOSS on time-resolved inputs ``x [S, ..., keys]`` (``S <= T`` integration steps, units such
     that a score ``a`` given at step 0 is ``x[0] = a``). Returns the fire step ``m`` of every key
     ``[..., keys]`` (int64, ``-1`` = no spike)."""
     check_phase_params(T, B)
+    _check_inhibition(inhibition)
     if T < 2:
         raise ValueError(f"T={T} is too small for WOSS: the winner fires at fire step 1, so T >= 2")
     if x.shape[0] > T:
@@ -78,6 +93,8 @@ def woss_fire_steps(x: torch.Tensor, T: int, B: float) -> torch.Tensor:
         else:
             xt = torch.zeros_like(v)
         v = B * v + xt
+    if inhibition == "window_max":
+        v = v - v.max(-1, keepdim=True).values
     return _first_crossing(v, _thresholds(T, B))
 
 
@@ -91,7 +108,8 @@ def woss_probabilities(steps: torch.Tensor, B: float) -> torch.Tensor:
 
 def woss_softmax(scores: torch.Tensor, T: int, B: float) -> torch.Tensor:
     """Float reference of WOSS softmax over the last dim of ``scores`` (any leading batch dims):
-    scores given at once, spike times ``m_k``, probabilities ``B**-m_k / sum_k B**-m_k``."""
+    scores given at once, spike times ``m_k``, probabilities ``B**-m_k / sum_k B**-m_k``. (Both
+    inhibition rules agree when the scores arrive at once.)"""
     return woss_probabilities(woss_fire_steps(scores.unsqueeze(0), T, B), B).to(
         scores.dtype if scores.is_floating_point() else torch.float64)
 
@@ -111,11 +129,14 @@ class WossFormat:
     x_width, v_width : int, optional
         Signed widths of the step input and of the potential; defaults are the minimum that holds
         ``score_bound * 2**F`` and ``2 * score_bound * B**(T-1) * 2**F`` (and every threshold).
+    inhibition : ``"first_step"`` (paper) or ``"window_max"`` (ours), see the module docstring.
     """
 
     def __init__(self, T: int, B: float, *, score_bound: float = 16.0, frac_bits: int | None = None,
-                 b_frac_bits: int | None = None, x_width: int | None = None, v_width: int | None = None):
+                 b_frac_bits: int | None = None, x_width: int | None = None, v_width: int | None = None,
+                 inhibition: str = "first_step"):
         check_phase_params(T, B)
+        self.inhibition = _check_inhibition(inhibition)
         if T < 2:
             raise ValueError(f"T={T} is too small for WOSS: the winner fires at fire step 1, so T >= 2")
         self.T, self.B = T, float(B)
@@ -162,7 +183,8 @@ class WossFormat:
     # -- contract -------------------------------------------------------------------------------
     def params(self) -> dict:
         return {"T": self.T, "B": self.B, "score_bound": self.score_bound, "frac_bits": self.frac_bits,
-                "b_frac_bits": self.b_frac_bits, "x_width": self.x_width, "v_width": self.v_width}
+                "b_frac_bits": self.b_frac_bits, "x_width": self.x_width, "v_width": self.v_width,
+                "inhibition": self.inhibition}
 
     @classmethod
     def from_params(cls, p: dict) -> "WossFormat":
@@ -197,6 +219,8 @@ class WossFormat:
             u, ou = saturate(self.mul_b(u) + torch.where(inhibit, m, 0), self.v_width)
             overflows += int(ou.sum())
             inhibit = inhibit & (m <= 0)
+        if self.inhibition == "window_max":
+            u = v.max(-1).values
         diff = v - u.unsqueeze(-1)
         th = torch.tensor(self.thresholds, dtype=torch.int64)
         steps = _first_crossing(diff, th)
