@@ -14,6 +14,7 @@ replayed against RTL and the two diffed. File format (``.npz``, documented in do
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,23 +121,23 @@ class TraceDiff:
 
 def _fmt(ev) -> str:
     s, i, v = (int(x) for x in ev)
-    return f"(step {s}, neuron {i}, sign {'+' if v > 0 else '-'})"
+    if abs(v) == 1:
+        return f"(step {s}, neuron {i}, sign {'+' if v > 0 else '-'})"
+    return f"(step {s}, index {i}, value {v})"
 
 
 def diff_traces(expected: SpikeTrace, observed: SpikeTrace) -> TraceDiff:
     """Compare spike events (step, index, sign), final states and counters; locate the first mismatch."""
-    e = {tuple(r) for r in expected.spikes.tolist()}
-    o = {tuple(r) for r in observed.spikes.tolist()}
-    missing, extra = sorted(e - o), sorted(o - e)
+    # multisets: a block may emit the same (step, index, value) event more than once
+    e = Counter(tuple(r) for r in expected.spikes.tolist())
+    o = Counter(tuple(r) for r in observed.spikes.tolist())
+    missing, extra = sorted((e - o).elements()), sorted((o - e).elements())
     first = None
     candidates = [(m, "missing from observed") for m in missing[:1]] + [(x, "unexpected in observed") for x in extra[:1]]
     if candidates:
         ev, why = min(candidates, key=lambda c: (c[0][0], c[0][1]))
         first = f"{_fmt(ev)} {why}"
     n_mis = len(missing) + len(extra)
-    if len(observed.spikes) != len(o):
-        n_mis += len(observed.spikes) - len(o)
-        first = first or "observed trace repeats a spike event"
     state_mis, first_state = {}, None
     for k, ev in expected.state.items():
         ov = observed.state.get(k)
@@ -151,4 +152,4 @@ def diff_traces(expected: SpikeTrace, observed: SpikeTrace) -> TraceDiff:
             first_state = first_state or f"neuron {j} field {k}: expected {int(ev[j])}, observed {int(ov[j])}"
     counters = {k: (v, observed.counters.get(k)) for k, v in expected.counters.items()
                 if observed.counters.get(k) != v}
-    return TraceDiff(n_mis, first, state_mis, first_state, counters, len(e), len(observed.spikes))
+    return TraceDiff(n_mis, first, state_mis, first_state, counters, len(expected.spikes), len(observed.spikes))

@@ -110,7 +110,7 @@ class TraceFormat:
             self.value_width = self.magnitude_width + 1
         else:
             self.lut = None
-            self.value_width = self.count_width
+            self.value_width = self.count_width + 1  # a negated minimum count
         self.value_range = signed_range(self.value_width)
 
     # -- contract -------------------------------------------------------------------------------
