@@ -27,7 +27,8 @@ from ..sw.attention import MatmulEvent, TraceMatmulModel
 from .bench import Bench, StreamSink, StreamSource, run_until
 from .trace import SpikeTrace
 
-__all__ = ["matmul_golden", "matmul_trace_events", "replay_matmul", "random_matmul_events", "ReplayStats"]
+__all__ = ["matmul_golden", "matmul_trace_events", "replay_matmul", "random_matmul_events", "ReplayStats",
+           "BlockCheck", "verify_block", "replay_block"]
 
 _SIDE_SHIFT, _TOKEN_SHIFT = 24, 12
 
@@ -148,3 +149,184 @@ async def replay_matmul(bench: Bench, engine: TraceMatmul, golden: SpikeTrace, *
     meta = dict(golden.meta, block="trace_matmul")
     return ReplayStats(SpikeTrace(meta, golden.inputs, np.asarray(spikes, dtype=np.int64).reshape(-1, 3), {}, counters),
                        cycles, len(events))
+
+
+# -- co-verification on either simulator --------------------------------------------------------------
+@dataclass
+class BlockCheck:
+    """One replay of an attention block: golden vs observed trace, their diff, the RTL's cycles."""
+    golden: SpikeTrace
+    observed: SpikeTrace
+    diff: "object"
+    cycles: int
+    beats: int
+    simulator: str
+    idle: float
+    backpressure: float
+
+
+_REPLAYS = {"trace_matmul": (lambda cfg: TraceMatmul.from_config(cfg), replay_matmul)}
+
+
+def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilator", idle: float = 0.3,
+                 backpressure: float = 0.3, seed: int = 0) -> list[BlockCheck]:
+    """Replay every golden trace on ``block`` (a :class:`TraceMatmul` or :class:`WossSoftmax`) with
+    random idle input cycles and output backpressure, on Verilator (cocotb) or Amaranth's simulator,
+    and diff each observed trace against its golden."""
+    import tempfile
+    from pathlib import Path
+
+    from .trace import diff_traces
+    kind = goldens[0].meta["block"] if goldens else None
+    if kind not in _REPLAYS:
+        raise ValueError(f"no replay for block {kind!r}; known: {sorted(_REPLAYS)}")
+    _, replay = _REPLAYS[kind]
+    results = []
+    if simulator == "amaranth":
+        from .amaranth_sim import run_amaranth
+        for i, g in enumerate(goldens):
+            async def fn(bench, g=g, i=i):
+                return await replay(bench, block, g, idle=idle, backpressure=backpressure, seed=seed + i)
+            r = run_amaranth(block, fn)
+            results.append((g, r.trace, r.cycles, r.beats))
+    elif simulator == "verilator":
+        from .verilator import build, run_job
+        design = build(block, block.verilog_name)
+        work = Path(tempfile.mkdtemp(prefix=f"sf-{kind}-"))
+        replays = []
+        for i, g in enumerate(goldens):
+            gp, op = work / f"golden{i}.npz", work / f"observed{i}.npz"
+            g.save(gp)
+            replays.append({"golden": str(gp), "observed": str(op), "idle": idle, "backpressure": backpressure,
+                            "seed": seed + i})
+        answers = run_job(design, {"kind": "attention_block_replay", "block": kind, "config": block.config(),
+                                   "replays": replays})
+        for g, r, a in zip(goldens, replays, answers):
+            results.append((g, SpikeTrace.load(r["observed"]), a["cycles"], a["beats"]))
+    else:
+        raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
+    return [BlockCheck(g, o, diff_traces(g, o), c, b, simulator, idle, backpressure) for g, o, c, b in results]
+
+
+async def replay_block(bench: Bench, kind: str, config: dict, golden: SpikeTrace, **kw) -> ReplayStats:
+    """Rebuild block ``kind`` from ``config`` and replay ``golden`` (used inside the cocotb process)."""
+    make, replay = _REPLAYS[kind]
+    return await replay(bench, make(config), golden, **kw)
+
+
+# -- WOSS softmax ----------------------------------------------------------------------------------------
+def woss_golden(block, events: list[tuple]) -> SpikeTrace:
+    """Expected trace of a :class:`~spikeforge.hw.woss_softmax.WossSoftmax` for ``events``:
+    ``("clear",)``, ``("add", row, col, value)``, ``("step",)``; whole ``2T``-step periods after the
+    leading clear. Adds saturate into ``x`` one by one, as the hardware does; the per-step sums then
+    go through :meth:`~spikeforge.sw.attention.WossFormat.run`."""
+    fmt, R, K, T = block.fmt, block.rows, block.keys, block.fmt.T
+    if not events or events[0][0] != "clear":
+        raise ValueError("a replayed event list starts with a clear (block RAM is not reset)")
+    lo, hi = -(1 << (fmt.x_width - 1)), (1 << (fmt.x_width - 1)) - 1
+    inputs, spikes = [], []
+    rejected = overflows = 0
+    step = 0
+    x = torch.zeros((T, R, K), dtype=torch.int64)
+    for ev in events[1:]:
+        p = step % (2 * T)
+        if ev[0] == "add":
+            _, r, c, value = ev
+            inputs.append((step, r * K + c if (r < R and c < K) else -1, value))
+            if r >= R or c >= K or p >= T:
+                rejected += 1
+                continue
+            s = int(x[p, r, c]) + value
+            if not lo <= s <= hi:
+                overflows += 1
+                s = max(lo, min(hi, s))
+            x[p, r, c] = s
+        elif ev[0] == "step":
+            step += 1
+            if step % (2 * T) == 0:
+                res = fmt.run(x)
+                overflows += res.overflows
+                base = step - 2 * T
+                for r, c in torch.nonzero(res.steps >= 0).tolist():
+                    spikes.append((base + T + int(res.steps[r, c]), r * K + c, 1))
+                x.zero_()
+        else:
+            raise ValueError(f"unknown WOSS event {ev!r}")
+    if step % (2 * T):
+        raise ValueError(f"the events end inside a period (step {step}); give whole {2 * T}-step periods")
+    meta = {"block": "woss_softmax", "config": block.config(), "steps": step, "events": [list(e) for e in events]}
+    return SpikeTrace(meta, inputs, spikes, {}, {"overflows": overflows, "rejected": rejected})
+
+
+def random_woss_events(block, *, periods: int, adds_per_step: int, seed: int, malformed: int = 0,
+                       spread: float = 1.0) -> list[tuple]:
+    """Random ADD beats (values ~ N(0, spread * score_bound / 4) in LSB) in the integration window of
+    each period; ``malformed`` extra ADDs out of range or in the fire window."""
+    rng = random.Random(seed)
+    fmt, R, K, T = block.fmt, block.rows, block.keys, block.fmt.T
+    sd = spread * fmt.score_bound / 4 * (1 << fmt.frac_bits)
+    vlo, vhi = -(1 << (block.value_width - 1)), (1 << (block.value_width - 1)) - 1
+    events: list[tuple] = [("clear",)]
+    bad_steps = set(rng.randrange(periods * 2 * T) for _ in range(malformed))
+    for period in range(periods):
+        for p in range(2 * T):
+            evs = []
+            if p < T:
+                for _ in range(adds_per_step if p < max(2, T // 2) else adds_per_step // 4):
+                    value = max(vlo, min(vhi, int(rng.gauss(0, sd) / (1 + p))))
+                    evs.append(("add", rng.randrange(R), rng.randrange(K), value))
+            if period * 2 * T + p in bad_steps:
+                rtop, ctop = (1 << _bits_of(block, "row")) - 1, (1 << _bits_of(block, "col")) - 1
+                if rtop >= R:
+                    evs.append(("add", rng.randrange(R, rtop + 1), 0, 1))
+                elif ctop >= K:
+                    evs.append(("add", 0, rng.randrange(K, ctop + 1), 1))
+                else:
+                    evs.append(("add", rng.randrange(R), rng.randrange(K), 1))   # rejected if p >= T
+            events += evs + [("step",)]
+    return events
+
+
+def _bits_of(block, field: str) -> int:
+    return block.input_layout.members[field].width
+
+
+async def replay_woss(bench: Bench, block, golden: SpikeTrace, *, idle: float = 0.0, backpressure: float = 0.0,
+                      seed: int = 0) -> ReplayStats:
+    from ..hw.woss_softmax import SpikeOp
+    rng = random.Random(seed)
+    events = [tuple(e) for e in golden.meta["events"]]
+    src = StreamSource(bench, "inputs", block.input_layout, idle=idle, rng=random.Random(rng.random()))
+    sink = StreamSink(bench, "spikes", block.spike_layout, backpressure=backpressure, rng=random.Random(rng.random()))
+    for ev in events:
+        if ev[0] == "add":
+            src.put({"op": ProductOp.ADD, "row": ev[1], "col": ev[2], "value": ev[3]})
+        else:
+            src.put({"op": ProductOp.STEP if ev[0] == "step" else ProductOp.CLEAR})
+    markers = sum(ev[0] in ("step", "clear") for ev in events)
+
+    def done():
+        return src.done and sum(b["op"] != SpikeOp.SPIKE.value for b in sink.received) >= markers
+
+    cycles = await run_until(bench, [src, sink], done,
+                             max_cycles=10_000 + 4 * len(events) * block.rows * block.keys, what="WOSS replay")
+    spikes, step = [], 0
+    for b in sink.received:
+        if b["op"] == SpikeOp.STEP.value:
+            step += 1
+        elif b["op"] == SpikeOp.CLEAR.value:
+            step = 0
+        else:
+            spikes.append((step, b["row"] * block.keys + b["col"], 1))
+    counters = {"overflows": bench.get("overflows"), "rejected": bench.get("rejected")}
+    return ReplayStats(SpikeTrace(dict(golden.meta), golden.inputs, np.asarray(spikes, np.int64).reshape(-1, 3), {},
+                                  counters), cycles, len(events))
+
+
+def _woss_from_config(cfg):
+    from ..hw.woss_softmax import WossSoftmax
+    return WossSoftmax.from_config(cfg)
+
+
+_REPLAYS["woss_softmax"] = (_woss_from_config, replay_woss)
+__all__ += ["woss_golden", "random_woss_events", "replay_woss"]

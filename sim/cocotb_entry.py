@@ -39,7 +39,21 @@ async def _neuron_core_replay(dut, job):
     return answers
 
 
-_KINDS = {"neuron_core_replay": _neuron_core_replay}
+async def _attention_block_replay(dut, job):
+    from .attention_replay import replay_block
+    bench = CocotbBench(dut)
+    answers = []
+    for r in job["replays"]:
+        await bench.reset()
+        golden = SpikeTrace.load(r["golden"])
+        res = await replay_block(bench, job["block"], job["config"], golden, idle=r.get("idle", 0.0),
+                                 backpressure=r.get("backpressure", 0.0), seed=r.get("seed", 0))
+        res.trace.save(r["observed"])
+        answers.append({"cycles": res.cycles, "beats": res.beats})
+    return answers
+
+
+_KINDS = {"neuron_core_replay": _neuron_core_replay, "attention_block_replay": _attention_block_replay}
 
 
 @cocotb.test()
