@@ -70,8 +70,8 @@ class TraceFormat:
         Per-channel weight folded into the trace table (phase mode), e.g. ``B * scale_q[d] * scale_k[d]
         * temperature`` so that the accumulator holds scores in natural units. Default all 1.
     frac_bits : int, optional
-        Fractional bits ``F`` of the trace table; default ``ceil(T log2 B) + 8`` so the last entry
-        ``B**-T`` still has about 8 significant bits.
+        Fractional bits ``F`` of the trace table; default ``ceil(T log2 B - log2 min(weights)) + 8`` (at
+        most 48) so the last entry ``B**-T`` still has about 8 significant bits.
     b_frac_bits : int, optional
         Fractional bits of the realised base (see :func:`~spikeforge.sw.phase_coding.quantize_base`).
     count_width : int
@@ -96,7 +96,7 @@ class TraceFormat:
             raise ValueError("weights must be finite and > 0 (signs travel with the spikes)")
         self.weights = weights
         if frac_bits is None:
-            frac_bits = max(0, math.ceil(T * math.log2(float(self.b_q)) - math.log2(min(weights)))) + 8
+            frac_bits = min(48, max(0, math.ceil(T * math.log2(float(self.b_q)) - math.log2(min(weights)))) + 8)
         self.frac_bits = check_int("frac_bits", frac_bits, minimum=0, maximum=48)
         self.count_width = check_int("count_width", count_width, minimum=2, maximum=32)
         self.step_width = unsigned_width_for(T)  # holds 0 .. T (T = "window over")
