@@ -18,12 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from spikeforge.sw.attention import (channel_scales, phase_matmul, spiked_attention, spiked_attention_fixed,
-                                     woss_softmax, woss_softmax_fixed)
+from spikeforge.sw.attention import (channel_scales, phase_matmul, spike_steps, spiked_attention,
+                                     spiked_attention_fixed, woss_softmax, woss_softmax_fixed)
 from spikeforge.sw.attention.head import SpikedHeadFormat
 from spikeforge.sw.phase_coding import phase_encode
 
@@ -118,7 +117,6 @@ def qk_errors(q, k, T, B):
     w = sq * sk * temp
     flt = phase_matmul(qs, ks, B, w)
     fmt = SpikedHeadFormat(T, B, rows=q.shape[-2], keys=k.shape[-2], dim=q.shape[-1], dim_v=1, weights=w)
-    from spikeforge.sw.attention import spike_steps
     tq, s_q = spike_steps(qs)
     tk, s_k = spike_steps(ks)
     x = fmt.qk_increments(tq, s_q, tk, s_k).double()

@@ -119,32 +119,46 @@ def _matmul_beat(ev: MatmulEvent) -> dict:
     return {"op": MatmulOp.STEP if ev.op == "step" else MatmulOp.CLEAR}
 
 
+async def _replay_stream(bench: Bench, *, source: tuple[str, object], sink: tuple[str, object], beats: list[dict],
+                         markers: int, event_of, idle: float, backpressure: float, seed: int, max_cycles: int,
+                         what: str) -> tuple[list[tuple[int, int, int]], int]:
+    """Drive ``beats`` into stream ``source`` (name, layout) with random idle cycles, take stream ``sink``
+    with random backpressure until ``markers`` STEP/CLEAR beats have come back, and return the other
+    beats as ``(step, index, value)`` events (``event_of(beat) -> (index, value)``; STEP beats count
+    steps, CLEAR restarts the count) and the cycles taken. Both attention protocols encode STEP as 1
+    and CLEAR as 2."""
+    rng = random.Random(seed)
+    src = StreamSource(bench, source[0], source[1], idle=idle, rng=random.Random(rng.random()))
+    out = StreamSink(bench, sink[0], sink[1], backpressure=backpressure, rng=random.Random(rng.random()))
+    for beat in beats:
+        src.put(beat)
+    step_op, clear_op = ProductOp.STEP.value, ProductOp.CLEAR.value
+
+    def done():
+        return src.done and sum(b["op"] in (step_op, clear_op) for b in out.received) >= markers
+
+    cycles = await run_until(bench, [src, out], done, max_cycles=max_cycles, what=what)
+    events, step = [], 0
+    for b in out.received:
+        if b["op"] == step_op:
+            step += 1
+        elif b["op"] == clear_op:
+            step = 0
+        else:
+            events.append((step, *event_of(b)))
+    return events, cycles
+
+
 async def replay_matmul(bench: Bench, engine: TraceMatmul, golden: SpikeTrace, *, idle: float = 0.0,
                         backpressure: float = 0.0, seed: int = 0) -> ReplayStats:
     """Drive ``golden``'s events into ``engine`` and return the observed trace."""
-    rng = random.Random(seed)
     events = matmul_trace_events(golden)
-    src = StreamSource(bench, "events", engine.event_layout, idle=idle, rng=random.Random(rng.random()))
-    sink = StreamSink(bench, "products", engine.product_layout, backpressure=backpressure,
-                      rng=random.Random(rng.random()))
-    for ev in events:
-        src.put(_matmul_beat(ev))
-    markers = sum(ev.op in ("step", "clear") for ev in events)
-
-    def done():
-        return src.done and sum(b["op"] in (ProductOp.STEP.value, ProductOp.CLEAR.value) for b in sink.received) >= markers
-
-    cycles = await run_until(bench, [src, sink], done, max_cycles=50_000 + 40 * len(events) * max(engine.rows, engine.cols),
-                             what="trace matmul replay")
     width = engine.cols + engine.norm_column
-    spikes, step = [], 0
-    for b in sink.received:
-        if b["op"] == ProductOp.STEP.value:
-            step += 1
-        elif b["op"] == ProductOp.CLEAR.value:
-            step = 0
-        else:
-            spikes.append((step, b["row"] * width + b["col"], b["value"]))
+    spikes, cycles = await _replay_stream(
+        bench, source=("events", engine.event_layout), sink=("products", engine.product_layout),
+        beats=[_matmul_beat(ev) for ev in events], markers=sum(ev.op in ("step", "clear") for ev in events),
+        event_of=lambda b: (b["row"] * width + b["col"], b["value"]), idle=idle, backpressure=backpressure,
+        seed=seed, max_cycles=50_000 + 40 * len(events) * max(engine.rows, engine.cols), what="trace matmul replay")
     counters = {"rejected": bench.get("rejected"), "overflows": bench.get("overflows"), "step": bench.get("step")}
     meta = dict(golden.meta, block="trace_matmul")
     return ReplayStats(SpikeTrace(meta, golden.inputs, np.asarray(spikes, dtype=np.int64).reshape(-1, 3), {}, counters),
@@ -294,30 +308,15 @@ def _bits_of(block, field: str) -> int:
 async def replay_woss(bench: Bench, block, golden: SpikeTrace, *, idle: float = 0.0, backpressure: float = 0.0,
                       seed: int = 0) -> ReplayStats:
     from ..hw.woss_softmax import SpikeOp
-    rng = random.Random(seed)
+    assert (SpikeOp.STEP.value, SpikeOp.CLEAR.value) == (ProductOp.STEP.value, ProductOp.CLEAR.value)
     events = [tuple(e) for e in golden.meta["events"]]
-    src = StreamSource(bench, "inputs", block.input_layout, idle=idle, rng=random.Random(rng.random()))
-    sink = StreamSink(bench, "spikes", block.spike_layout, backpressure=backpressure, rng=random.Random(rng.random()))
-    for ev in events:
-        if ev[0] == "add":
-            src.put({"op": ProductOp.ADD, "row": ev[1], "col": ev[2], "value": ev[3]})
-        else:
-            src.put({"op": ProductOp.STEP if ev[0] == "step" else ProductOp.CLEAR})
-    markers = sum(ev[0] in ("step", "clear") for ev in events)
-
-    def done():
-        return src.done and sum(b["op"] != SpikeOp.SPIKE.value for b in sink.received) >= markers
-
-    cycles = await run_until(bench, [src, sink], done,
-                             max_cycles=10_000 + 4 * len(events) * block.rows * block.keys, what="WOSS replay")
-    spikes, step = [], 0
-    for b in sink.received:
-        if b["op"] == SpikeOp.STEP.value:
-            step += 1
-        elif b["op"] == SpikeOp.CLEAR.value:
-            step = 0
-        else:
-            spikes.append((step, b["row"] * block.keys + b["col"], 1))
+    beats = [{"op": ProductOp.ADD, "row": ev[1], "col": ev[2], "value": ev[3]} if ev[0] == "add" else
+             {"op": ProductOp.STEP if ev[0] == "step" else ProductOp.CLEAR} for ev in events]
+    spikes, cycles = await _replay_stream(
+        bench, source=("inputs", block.input_layout), sink=("spikes", block.spike_layout), beats=beats,
+        markers=sum(ev[0] in ("step", "clear") for ev in events),
+        event_of=lambda b: (b["row"] * block.keys + b["col"], 1), idle=idle, backpressure=backpressure, seed=seed,
+        max_cycles=10_000 + 4 * len(events) * block.rows * block.keys, what="WOSS replay")
     counters = {"overflows": bench.get("overflows"), "rejected": bench.get("rejected")}
     return ReplayStats(SpikeTrace(dict(golden.meta), golden.inputs, np.asarray(spikes, np.int64).reshape(-1, 3), {},
                                   counters), cycles, len(events))

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 import torch
 
 from ..fixed import check_int, mul_shift_floor, saturate, signed_width_for
-from ..phase_coding import check_phase_params, phase_decode, phase_encode
+from ..phase_coding import check_phase_params, default_b_frac_bits, phase_decode, phase_encode, quantize_base
 from .trace import TraceFormat, spike_steps
 from .woss import MAX_MODEL_WIDTH, WossFormat, woss_fire_steps, woss_probabilities
 
-__all__ = ["spiked_attention", "HeadResult", "SpikedHeadFormat", "FixedHeadResult", "channel_scales",
-           "pair_increments"]
+__all__ = ["spiked_attention", "spiked_attention_fixed", "HeadResult", "SpikedHeadFormat", "FixedHeadResult",
+           "channel_scales", "pair_increments"]
 
 
 def channel_scales(x: torch.Tensor) -> torch.Tensor:
@@ -144,8 +144,11 @@ class SpikedHeadFormat:
         self.dim_v = check_int("dim_v", dim_v, minimum=1, maximum=4096)
         self.out_frac_bits = check_int("out_frac_bits", out_frac_bits, minimum=0, maximum=30)
         weights = [float(x) for x in torch.as_tensor(weights, dtype=torch.float64).expand(dim).tolist()]
-        probe = TraceFormat("phase", T=T, B=B, channels=dim, weights=[1.0] * dim, b_frac_bits=b_frac_bits)
-        bq = float(probe.b_q)
+        b_frac_bits = check_int("b_frac_bits", default_b_frac_bits(T) if b_frac_bits is None else b_frac_bits,
+                                minimum=1, maximum=29)
+        self.b_frac_bits = b_frac_bits
+        self.b_fx, self.b_q = quantize_base(self.B, b_frac_bits)
+        bq = float(self.b_q)
         qk_weights = [wd * bq for wd in weights]
         if frac_bits is None:
             frac_bits = TraceFormat("phase", T=T, B=B, channels=dim, weights=qk_weights, b_frac_bits=b_frac_bits).frac_bits
@@ -154,13 +157,12 @@ class SpikedHeadFormat:
         self.qk = TraceFormat("phase", T=T, B=B, channels=dim, weights=qk_weights, frac_bits=frac_bits,
                               b_frac_bits=b_frac_bits)
         self.woss = self._woss(frac_bits, weights, b_frac_bits, check=True)
-        self.b_fx, self.b_q, self.b_frac_bits = self.qk.b_fx, self.qk.b_q, self.qk.b_frac_bits
         if av_frac_bits is None:
             av_frac_bits = math.ceil(T * math.log2(bq)) + 8
-            while av_frac_bits > 0 and self._av_need(av_frac_bits, b_frac_bits) + self.out_frac_bits > MAX_MODEL_WIDTH:
+            while av_frac_bits > 0 and self._av_need(av_frac_bits) + self.out_frac_bits > MAX_MODEL_WIDTH:
                 av_frac_bits -= 1
         self.av = TraceFormat("phase", T=T, B=B, channels=keys, frac_bits=av_frac_bits, b_frac_bits=b_frac_bits)
-        self.av_width = self._av_need(self.av.frac_bits, b_frac_bits)
+        self.av_width = self._av_need(self.av.frac_bits)
         if self.av_width + self.out_frac_bits > MAX_MODEL_WIDTH:
             raise ValueError(
                 f"the A·V accumulator needs {self.av_width} bits and the quotient {self.out_frac_bits} more, over "
@@ -179,10 +181,9 @@ class SpikedHeadFormat:
                 raise
             return None
 
-    def _av_need(self, av_frac_bits, b_frac_bits) -> int:
+    def _av_need(self, av_frac_bits) -> int:
         lut0 = math.floor((1 << av_frac_bits) / self.B + 0.5) + 1
-        bq = float(TraceFormat("phase", T=self.T, B=self.B, b_frac_bits=b_frac_bits).b_q)
-        bound = math.ceil(self.keys * lut0 * bq ** (self.T - 1)) + 1
+        bound = math.ceil(self.keys * lut0 * float(self.b_q) ** (self.T - 1)) + 1
         return signed_width_for(-bound, bound)
 
     def params(self) -> dict:
@@ -277,5 +278,3 @@ def spiked_attention_fixed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, T:
     res = fmt.run(qs, ks, vs)
     return res.decoded(scale_v), res
 
-
-__all__ += ["spiked_attention_fixed"]
