@@ -24,6 +24,7 @@ import torch
 
 from ..hw.trace_matmul import MatmulOp, ProductOp, TraceMatmul
 from ..sw.attention import MatmulEvent, TraceMatmulModel
+from ..sw.fixed import mul_shift_floor, saturate
 from .bench import Bench, StreamSink, StreamSource, run_until
 from .trace import SpikeTrace
 
@@ -121,11 +122,11 @@ def _matmul_beat(ev: MatmulEvent) -> dict:
 
 async def _replay_stream(bench: Bench, *, source: tuple[str, object], sink: tuple[str, object], beats: list[dict],
                          markers: int, event_of, idle: float, backpressure: float, seed: int, max_cycles: int,
-                         what: str) -> tuple[list[tuple[int, int, int]], int]:
+                         what: str, reset_on_clear: bool = True) -> tuple[list[tuple[int, int, int]], int]:
     """Drive ``beats`` into stream ``source`` (name, layout) with random idle cycles, take stream ``sink``
     with random backpressure until ``markers`` STEP/CLEAR beats have come back, and return the other
     beats as ``(step, index, value)`` events (``event_of(beat) -> (index, value)``; STEP beats count
-    steps, CLEAR restarts the count) and the cycles taken. Both attention protocols encode STEP as 1
+    steps, CLEAR restarts the count if ``reset_on_clear``) and the cycles taken. Both attention protocols encode STEP as 1
     and CLEAR as 2."""
     rng = random.Random(seed)
     src = StreamSource(bench, source[0], source[1], idle=idle, rng=random.Random(rng.random()))
@@ -143,7 +144,7 @@ async def _replay_stream(bench: Bench, *, source: tuple[str, object], sink: tupl
         if b["op"] == step_op:
             step += 1
         elif b["op"] == clear_op:
-            step = 0
+            step = 0 if reset_on_clear else step
         else:
             events.append((step, *event_of(b)))
     return events, cycles
@@ -329,3 +330,108 @@ def _woss_from_config(cfg):
 
 _REPLAYS["woss_softmax"] = (_woss_from_config, replay_woss)
 __all__ += ["woss_golden", "random_woss_events", "replay_woss"]
+
+
+# -- A·V output stage --------------------------------------------------------------------------------------
+def output_golden(block, events: list[tuple]) -> SpikeTrace:
+    """Expected trace of an :class:`~spikeforge.hw.attention_output.AttentionOutput` for ``events``
+    (``("clear",)``, ``("add", row, col, value)``, ``("step",)``; the first is a clear). Adds saturate
+    one by one as in the hardware; scaling steps and the read-out follow
+    :meth:`~spikeforge.sw.attention.SpikedHeadFormat.accumulate_av` / ``divide``. Output rows are
+    ``(step, row * cols + col, quotient)``."""
+    fmt, R, E, T = block.fmt, block.rows, block.cols, block.fmt.T
+    if not events or events[0][0] != "clear":
+        raise ValueError("a replayed event list starts with a clear (block RAM is not reset)")
+    inputs, spikes = [], []
+    counters = {"overflows": 0, "rejected": 0, "empty_rows": 0}
+    acc = torch.zeros((R, E + 1), dtype=torch.int64)
+    step = p = 0
+    for ev in events:
+        if ev[0] == "clear":
+            acc.zero_()
+            step = p = 0
+        elif ev[0] == "add":
+            _, r, c, value = ev
+            inputs.append((step, r * (E + 1) + c if (r < R and c <= E) else -1, value))
+            if r >= R or c > E:
+                counters["rejected"] += 1
+                continue
+            a, o = saturate(torch.tensor(int(acc[r, c]) + value), fmt.av_width)
+            acc[r, c] = a
+            counters["overflows"] += int(o)
+        elif ev[0] == "step":
+            if p < T - 1:
+                acc, o = saturate(mul_shift_floor(acc, fmt.b_fx, fmt.b_frac_bits), fmt.av_width)
+                counters["overflows"] += int(o.sum())
+                p += 1
+            else:
+                out, empty, ovf = fmt.divide(acc)
+                counters["empty_rows"] += empty
+                counters["overflows"] += ovf
+                spikes += [(step, r * E + c, int(out[r, c])) for r in range(R) for c in range(E)]
+                acc.zero_()
+                p = 0
+            step += 1
+        else:
+            raise ValueError(f"unknown A·V output event {ev!r}")
+    meta = {"block": "attention_output", "config": block.config(), "steps": step,
+            "events": [list(e) for e in events]}
+    return SpikeTrace(meta, inputs, spikes, {}, counters)
+
+
+def random_output_events(block, *, windows: int, adds_per_step: int, seed: int, malformed: int = 0,
+                         spread: float = 1.0, empty_fraction: float = 0.25) -> list[tuple]:
+    """Random A·V additions: trace-sized values (``|v| <= spread * G_0``) on every column, positive
+    normaliser additions on all but ``empty_fraction`` of the rows, ``malformed`` out-of-range beats."""
+    rng = random.Random(seed)
+    fmt, R, E, T = block.fmt, block.rows, block.cols, block.fmt.T
+    g0 = fmt.av.lut[0][0]
+    vlo, vhi = -(1 << (block.value_width - 1)), (1 << (block.value_width - 1)) - 1
+    events: list[tuple] = [("clear",)]
+    for _ in range(windows):
+        live = [r for r in range(R) if rng.random() >= empty_fraction]
+        for p in range(T):
+            for _ in range(adds_per_step):
+                r = rng.randrange(R)
+                if rng.random() < 0.3:
+                    if r in live:
+                        events.append(("add", r, E, max(vlo, min(vhi, int(fmt.av.lut[0][rng.randrange(T)] * spread)))))
+                else:
+                    v = int(rng.uniform(-1, 1) * g0 * spread)
+                    events.append(("add", r, rng.randrange(E), max(vlo, min(vhi, v))))
+            events.append(("step",))
+    rtop = (1 << block.input_layout.members["row"].width) - 1
+    ctop = (1 << block.input_layout.members["col"].width) - 1
+    for _ in range(malformed):
+        pos = rng.randrange(1, len(events))
+        if rtop >= R and rng.random() < 0.5:
+            events.insert(pos, ("add", rng.randrange(R, rtop + 1), 0, 1))
+        elif ctop > E:
+            events.insert(pos, ("add", 0, rng.randrange(E + 1, ctop + 1), 1))
+    return events
+
+
+async def replay_output(bench: Bench, block, golden: SpikeTrace, *, idle: float = 0.0, backpressure: float = 0.0,
+                        seed: int = 0) -> ReplayStats:
+    events = [tuple(e) for e in golden.meta["events"]]
+    beats = [{"op": ProductOp.ADD, "row": ev[1], "col": ev[2], "value": ev[3]} if ev[0] == "add" else
+             {"op": ProductOp.STEP if ev[0] == "step" else ProductOp.CLEAR} for ev in events]
+    E = block.cols
+    outs, cycles = await _replay_stream(
+        bench, source=("inputs", block.input_layout), sink=("outputs", block.output_layout), beats=beats,
+        markers=sum(ev[0] in ("step", "clear") for ev in events),
+        event_of=lambda b: (b["row"] * E + b["col"], b["value"]), idle=idle, backpressure=backpressure, seed=seed,
+        max_cycles=10_000 + 4 * len(events) * block.rows * (E + 1) * (block.fmt.out_frac_bits + 6),
+        what="A·V output replay")
+    counters = {k: bench.get(k) for k in ("overflows", "rejected", "empty_rows")}
+    return ReplayStats(SpikeTrace(dict(golden.meta), golden.inputs, np.asarray(outs, np.int64).reshape(-1, 3), {},
+                                  counters), cycles, len(events))
+
+
+def _output_from_config(cfg):
+    from ..hw.attention_output import AttentionOutput
+    return AttentionOutput.from_config(cfg)
+
+
+_REPLAYS["attention_output"] = (_output_from_config, replay_output)
+__all__ += ["output_golden", "random_output_events", "replay_output"]
