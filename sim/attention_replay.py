@@ -226,7 +226,9 @@ def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilato
 async def replay_block(bench: Bench, kind: str, config: dict, golden: SpikeTrace, **kw) -> ReplayStats:
     """Rebuild block ``kind`` from ``config`` and replay ``golden`` (used inside the cocotb process)."""
     make, replay = _REPLAYS[kind]
-    return await replay(bench, make(config), golden, **kw)
+    block = make(config)
+    block._MustUse__silence = True     # only its layouts are needed here; the DUT is the Verilated design
+    return await replay(bench, block, golden, **kw)
 
 
 # -- WOSS softmax ----------------------------------------------------------------------------------------
@@ -435,3 +437,168 @@ def _output_from_config(cfg):
 
 _REPLAYS["attention_output"] = (_output_from_config, replay_output)
 __all__ += ["output_golden", "random_output_events", "replay_output"]
+
+
+# -- a whole head -------------------------------------------------------------------------------------------
+_TENSOR_CODES = {"q": 0, "k": 1, "v": 2}
+
+
+def head_events(q_spikes: torch.Tensor, k_spikes: torch.Tensor, v_spikes: torch.Tensor, *, seed: int | None = None,
+                malformed: int = 0, extra_steps: int = 0) -> list[tuple]:
+    """Input events of one head for one-spike codes ``q [T, rows, D]``, ``k [T, keys, D]``,
+    ``v [T, keys, E]``: ``clear``, window 0 with every spike (shuffled within a step when ``seed`` is
+    given), ``step``s up to ``2T`` (plus ``extra_steps`` that the head must reject). ``malformed`` adds
+    beats the head must reject: out-of-range tokens/channels, unknown tensors, window-1 spikes, second
+    spikes of a neuron."""
+    T = q_spikes.shape[0]
+    rng = random.Random(seed)
+    per_step: list[list[tuple]] = [[] for _ in range(2 * T)]
+    for name, s in (("q", q_spikes), ("k", k_spikes), ("v", v_spikes)):
+        for t, token, channel in torch.nonzero(s).tolist():
+            per_step[t].append(("spike", name, token, channel, bool(s[t, token, channel] < 0)))
+    sizes = {"q": q_spikes.shape[1:], "k": k_spikes.shape[1:], "v": v_spikes.shape[1:]}
+    for _ in range(malformed):
+        kind = rng.randrange(5)
+        name = rng.choice("qkv")
+        tokens, channels = sizes[name]
+        t = rng.randrange(T)
+        if kind == 0:
+            per_step[t].append(("spike", name, tokens + rng.randrange(2), 0, False))
+        elif kind == 1:
+            per_step[t].append(("spike", name, 0, channels + rng.randrange(2), False))
+        elif kind == 2:
+            per_step[t].append(("spike", "x", 0, 0, False))
+        elif kind == 3:
+            per_step[T + rng.randrange(T)].append(("spike", name, rng.randrange(tokens), rng.randrange(channels), False))
+        else:   # a second spike of a neuron that already fired (v: rejected by the head, q/k: by QK^T)
+            firsts = [e for step in per_step[:t + 1] for e in step if e[1] == name and e[2] < sizes[name][0]
+                      and e[3] < sizes[name][1]]
+            if firsts:
+                per_step[t].append(rng.choice(firsts))
+    events: list[tuple] = [("clear",)]
+    for evs in per_step:
+        if seed is not None:
+            rng.shuffle(evs)
+        events += evs + [("step",)]
+    return events + [("step",)] * extra_steps
+
+
+def head_golden(head, events: list[tuple]) -> SpikeTrace:
+    """Expected trace of a :class:`~spikeforge.hw.spiked_head.SpikedHead` for ``events`` (``("clear",)``,
+    ``("step",)``, ``("spike", "q"|"k"|"v", token, channel, neg)``; each head a clear followed by
+    ``2T`` steps — more are rejected — or by nothing). The blocks' bit-exact models are chained in the
+    order the hardware processes events (QK^T products in engine order, WOSS spikes row-major per fire
+    step, then ``v``'s swept key-major), so saturation order matches too. Output rows are
+    ``(window-1 step counted over all heads, row * dim_v + col, quotient)``."""
+    from ..hw.spiked_head import HEAD_COUNTERS
+    fmt = head.fmt
+    R, K, D, E, T = fmt.rows, fmt.keys, fmt.dim, fmt.dim_v, fmt.T
+    if not events or events[0][0] != "clear":
+        raise ValueError("a replayed event list starts with a clear (block RAM is not reset)")
+    sizes = {"q": (R, D), "k": (K, D), "v": (K, E)}
+    counters = dict.fromkeys(HEAD_COUNTERS, 0)
+    inputs, outs = [], []
+    step_in = out_base = 0
+    bounds = [i for i, ev in enumerate(events) if ev[0] == "clear"] + [len(events)]
+    for lo, hi in zip(bounds, bounds[1:]):
+        t, qk_events, v_code = 0, [MatmulEvent("clear")], {}
+        for ev in events[lo + 1:hi]:
+            if ev[0] == "step":
+                if t == 2 * T:
+                    counters["rejected"] += 1
+                else:
+                    qk_events.append(MatmulEvent("step"))
+                    t += 1
+                    step_in += 1
+            elif ev[0] == "spike":
+                _, name, token, channel, neg = ev
+                code = _TENSOR_CODES.get(name, 3)
+                inputs.append((step_in, (code << 24) | (token << 12) | channel, -1 if neg else 1))
+                tokens, channels = sizes.get(name, (0, 0))
+                if not (token < tokens and channel < channels) or t >= T:
+                    counters["rejected"] += 1
+                elif name == "v":
+                    if (token, channel) in v_code:
+                        counters["rejected"] += 1
+                    else:
+                        v_code[(token, channel)] = (t, bool(neg))
+                else:
+                    qk_events.append(MatmulEvent("spike", "a" if name == "q" else "b", token, channel, bool(neg)))
+            else:
+                raise ValueError(f"unknown head event {ev!r}")
+        if t == 0:
+            continue
+        if t != 2 * T:
+            raise ValueError(f"a head stops after {t} steps; the golden model needs 0 or {2 * T}")
+        qk_run = TraceMatmulModel(fmt.qk, rows=R, cols=K).run(qk_events)
+        counters["qk_rejected"] += qk_run.rejected
+        woss = woss_golden(head.woss, [("clear",)] + _steps_of(qk_run.products, 2 * T))
+        counters["woss_overflows"] += woss.counters["overflows"]
+        counters["woss_rejected"] += woss.counters["rejected"]
+        fires = sorted((int(step) - T, int(idx)) for step, idx, _ in woss.spikes)
+        av_events = [MatmulEvent("clear")]
+        for j in range(T):
+            av_events += [MatmulEvent("spike", "a", idx // K, idx % K) for fj, idx in fires if fj == j]
+            av_events += [MatmulEvent("spike", "b", e, key, neg) for (key, e), (st, neg) in sorted(v_code.items())
+                          if st == j]
+            av_events.append(MatmulEvent("step"))
+        av_run = TraceMatmulModel(fmt.av, rows=R, cols=E, norm_column=True).run(av_events)
+        counters["av_rejected"] += av_run.rejected
+        out = output_golden(head.out, [("clear",)] + _steps_of(av_run.products, T))
+        for name in ("overflows", "rejected", "empty_rows"):
+            counters[name if name == "empty_rows" else f"out_{name}"] += out.counters[name]
+        outs += [(out_base + int(st), int(i), int(v)) for st, i, v in out.spikes]
+        out_base += T
+    meta = {"block": "spiked_head", "config": head.config(), "steps": step_in, "heads": out_base // T,
+            "events": [list(e) for e in events]}
+    return SpikeTrace(meta, inputs, outs, {}, counters)
+
+
+def _steps_of(products, steps: int) -> list[tuple]:
+    """Accumulator events ``add``/``step`` for ``steps`` steps from products ``(step, row, col, value)``."""
+    events, i = [], 0
+    for s in range(steps):
+        while i < len(products) and products[i][0] == s:
+            events.append(("add", *products[i][1:]))
+            i += 1
+        events.append(("step",))
+    if i != len(products):
+        raise ValueError(f"products after step {steps}: {products[i]}")
+    return events
+
+
+async def replay_head(bench: Bench, head, golden: SpikeTrace, *, idle: float = 0.0, backpressure: float = 0.0,
+                      seed: int = 0) -> ReplayStats:
+    from ..hw.spiked_head import HEAD_COUNTERS, HeadOp
+    fmt = head.fmt
+    events = [tuple(e) for e in golden.meta["events"]]
+    beats = []
+    for ev in events:
+        if ev[0] == "spike":
+            beats.append({"op": HeadOp.SPIKE, "tensor": _TENSOR_CODES.get(ev[1], 3), "token": ev[2],
+                          "channel": ev[3], "neg": int(ev[4])})
+        else:
+            beats.append({"op": HeadOp.STEP if ev[0] == "step" else HeadOp.CLEAR})
+    clears = sum(ev[0] == "clear" for ev in events)
+    markers = clears + fmt.T * golden.meta["heads"]
+    E = fmt.dim_v
+    per_head = (2 * fmt.T * (fmt.rows * fmt.keys + fmt.keys * E + fmt.rows * (E + 1) + 8)
+                + fmt.rows * E * (fmt.out_frac_bits + 8))
+    outs, cycles = await _replay_stream(
+        bench, source=("inputs", head.input_layout), sink=("outputs", head.output_layout), beats=beats,
+        markers=markers, event_of=lambda b: (b["row"] * E + b["col"], b["value"]), idle=idle,
+        backpressure=backpressure, seed=seed, reset_on_clear=False,
+        max_cycles=4 * (clears * per_head + len(events) * (fmt.rows + fmt.keys + E + 4)) + 10_000,
+        what="spiked head replay")
+    counters = {name: bench.get(name) for name in HEAD_COUNTERS}
+    return ReplayStats(SpikeTrace(dict(golden.meta), golden.inputs, np.asarray(outs, np.int64).reshape(-1, 3), {},
+                                  counters), cycles, len(events))
+
+
+def _head_from_config(cfg):
+    from ..hw.spiked_head import SpikedHead
+    return SpikedHead.from_config(cfg)
+
+
+_REPLAYS["spiked_head"] = (_head_from_config, replay_head)
+__all__ += ["head_events", "head_golden", "replay_head"]
