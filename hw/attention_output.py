@@ -180,8 +180,8 @@ class AttentionOutput(wiring.Component):
                             with m.If((ev.row >= R) | (ev.col >= W)):
                                 m.d.sync += self.rejected.eq(saturating_increment(self.rejected, 1))
                             with m.Else():
-                                m.d.comb += [s0_slot.eq(_Slot.ADD), s0_addr.eq(ev.row * W + ev.col),
-                                             s0_value.eq(ev.value), rd.addr.eq(ev.row * W + ev.col)]
+                                m.d.comb += [s0_slot.eq(_Slot.ADD), s0_addr.eq(const_mul(ev.row, W) + ev.col),
+                                             s0_value.eq(ev.value), rd.addr.eq(const_mul(ev.row, W) + ev.col)]
                         with m.Case(ProductOp.STEP):
                             m.d.sync += [idx.eq(0), row.eq(0), col.eq(0), base.eq(0)]
                             with m.If(p == T - 1):

@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import SpikedHeadFormat
 from ..sw.fixed import check_int
-from .arith import saturating_increment
+from .arith import const_mul, saturating_increment
 from .attention_output import AttentionOutput
 from .trace_matmul import MatmulOp, TraceMatmul, _bits
 from .woss_softmax import SpikeOp, WossSoftmax
@@ -167,8 +167,8 @@ class SpikedHead(wiring.Component):
                             with m.If(~in_range | (t >= T)):
                                 m.d.comb += [self.inputs.ready.eq(1), reject.eq(1)]
                             with m.Elif(ev.tensor == HeadTensor.V):
-                                m.d.comb += [self.inputs.ready.eq(1), v_rd_in.addr.eq(ev.token * E + ev.channel)]
-                                m.d.sync += [v_addr.eq(ev.token * E + ev.channel), v_neg.eq(ev.neg)]
+                                m.d.comb += [self.inputs.ready.eq(1), v_rd_in.addr.eq(const_mul(ev.token, E) + ev.channel)]
+                                m.d.sync += [v_addr.eq(const_mul(ev.token, E) + ev.channel), v_neg.eq(ev.neg)]
                                 m.next = "V_CHECK"
                             with m.Else():
                                 m.d.comb += [qk.events.valid.eq(1), qe.op.eq(MatmulOp.SPIKE),

@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import TraceFormat
 from ..sw.fixed import check_int
-from .arith import saturate, saturating_increment
+from .arith import const_mul, saturate, saturating_increment
 
 __all__ = ["TraceMatmul", "MatmulOp", "ProductOp"]
 
@@ -173,7 +173,7 @@ class TraceMatmul(wiring.Component):
         t_max = (1 << fmt.step_width) - 1
 
         def addr(token, channel):
-            return token * D + channel
+            return const_mul(token, D) + channel
 
         other_size = Mux(cur_side, self.rows, self.cols)
         with m.FSM():
@@ -283,7 +283,7 @@ class TraceMatmul(wiring.Component):
             if shared_lut:
                 m.d.comb += lut_rd.addr.eq(step)
             else:
-                m.d.comb += lut_rd.addr.eq(s1_channel * T + step)
+                m.d.comb += lut_rd.addr.eq(const_mul(s1_channel, T) + step)
             with m.If(adv):
                 m.d.sync += [s2_present.eq((s1_slot == _Slot.NORM) | other.fired),
                              s2_neg.eq(s1_neg ^ ((s1_slot == _Slot.PRODUCT) & other.neg))]

@@ -154,8 +154,8 @@ class WossSoftmax(wiring.Component):
                             with m.If((ev.row >= R) | (ev.col >= K) | (p >= T)):
                                 m.d.sync += self.rejected.eq(saturating_increment(self.rejected, 1))
                             with m.Else():
-                                m.d.comb += [s0_slot.eq(_Slot.ADD), s0_addr.eq(ev.row * K + ev.col),
-                                             s0_value.eq(ev.value), x_rd.addr.eq(ev.row * K + ev.col)]
+                                m.d.comb += [s0_slot.eq(_Slot.ADD), s0_addr.eq(const_mul(ev.row, K) + ev.col),
+                                             s0_value.eq(ev.value), x_rd.addr.eq(const_mul(ev.row, K) + ev.col)]
                         with m.Case(ProductOp.STEP):
                             m.d.sync += [idx.eq(0), row.eq(0), col.eq(0), sweep_last_step.eq(p == 2 * T - 1),
                                          sweep_final_int.eq(p == T - 1),

@@ -489,7 +489,8 @@ def head_golden(head, events: list[tuple]) -> SpikeTrace:
     ``2T`` steps — more are rejected — or by nothing). The blocks' bit-exact models are chained in the
     order the hardware processes events (QK^T products in engine order, WOSS spikes row-major per fire
     step, then ``v``'s swept key-major), so saturation order matches too. Output rows are
-    ``(window-1 step counted over all heads, row * dim_v + col, quotient)``."""
+    ``(window-1 step counted over all heads, row * dim_v + col, quotient)``; ``meta["stats"]`` counts the
+    accepted input spikes, QK^T products, WOSS spikes, A·V input spikes and A·V products."""
     from ..hw.spiked_head import HEAD_COUNTERS
     fmt = head.fmt
     R, K, D, E, T = fmt.rows, fmt.keys, fmt.dim, fmt.dim_v, fmt.T
@@ -499,6 +500,7 @@ def head_golden(head, events: list[tuple]) -> SpikeTrace:
     counters = dict.fromkeys(HEAD_COUNTERS, 0)
     inputs, outs = [], []
     step_in = out_base = 0
+    stats = dict.fromkeys(("input_spikes", "qk_products", "woss_spikes", "av_spikes", "av_products"), 0)
     bounds = [i for i, ev in enumerate(events) if ev[0] == "clear"] + [len(events)]
     for lo, hi in zip(bounds, bounds[1:]):
         t, qk_events, v_code = 0, [MatmulEvent("clear")], {}
@@ -543,6 +545,11 @@ def head_golden(head, events: list[tuple]) -> SpikeTrace:
                           if st == j]
             av_events.append(MatmulEvent("step"))
         av_run = TraceMatmulModel(fmt.av, rows=R, cols=E, norm_column=True).run(av_events)
+        stats["input_spikes"] += sum(e.op == "spike" for e in qk_events) - qk_run.rejected + len(v_code)
+        stats["qk_products"] += len(qk_run.products)
+        stats["woss_spikes"] += len(fires)
+        stats["av_spikes"] += sum(e.op == "spike" for e in av_events)
+        stats["av_products"] += len(av_run.products)
         counters["av_rejected"] += av_run.rejected
         out = output_golden(head.out, [("clear",)] + _steps_of(av_run.products, T))
         for name in ("overflows", "rejected", "empty_rows"):
@@ -550,7 +557,7 @@ def head_golden(head, events: list[tuple]) -> SpikeTrace:
         outs += [(out_base + int(st), int(i), int(v)) for st, i, v in out.spikes]
         out_base += T
     meta = {"block": "spiked_head", "config": head.config(), "steps": step_in, "heads": out_base // T,
-            "events": [list(e) for e in events]}
+            "stats": stats, "events": [list(e) for e in events]}
     return SpikeTrace(meta, inputs, outs, {}, counters)
 
 

@@ -163,3 +163,90 @@ def float_agreement(model: NeuronModel, golden) -> FloatAgreement:
     differing = int((ref != bitexact).sum())
     note = "identical" if not differing else f"differences come from {ovf} saturating additions (float has none)"
     return FloatAgreement(True, ref.numel(), differing, float((ref - bitexact).abs().max()), note)
+
+
+# -- spiking attention head ---------------------------------------------------------------------------------
+# The default head whose resources and cycles are tabulated in docs/results/attention_hw.md: the size of
+# one head of the digits transformer (16 tokens, head dim 16).
+DEFAULT_HEAD = dict(T=16, B=1.4, rows=16, keys=16, dim=16, dim_v=16)
+
+
+def random_qkv(rows: int, keys: int, dim: int, dim_v: int, *, seed: int = 0):
+    """``q [rows, dim]``, ``k [keys, dim]``, ``v [keys, dim_v]`` drawn from N(0, 1) (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(rows, dim, generator=g, dtype=torch.float64),
+            torch.randn(keys, dim, generator=g, dtype=torch.float64),
+            torch.randn(keys, dim_v, generator=g, dtype=torch.float64))
+
+
+@dataclass
+class HeadCheck:
+    """One attention head through every level: exact softmax attention, the float spiking reference,
+    the bit-exact model and the RTL replay (``rtl``: :class:`~spikeforge.sim.attention_replay.BlockCheck`,
+    ``None`` when not simulated). Errors are max |.| in units of ``v``."""
+    fmt: object
+    exact: torch.Tensor
+    float_out: torch.Tensor
+    fixed_out: torch.Tensor
+    float_error: float
+    fixed_error: float
+    fixed_vs_float: float
+    rtl: object | None
+    stats: dict
+
+
+def make_head(q, k, v, T: int, B: float, *, inhibition: str = "first_step", out_frac_bits: int = 12, **format_args):
+    """A :class:`~spikeforge.hw.spiked_head.SpikedHead` for operands like ``q``, ``k``, ``v`` (per-channel
+    scales from these tensors, temperature ``1/sqrt(dim)``) and the one-spike codes of the operands.
+    Returns ``(head, (q_spikes, k_spikes, v_spikes), scale_v)``."""
+    from .hw.spiked_head import SpikedHead
+    from .sw.attention import SpikedHeadFormat, channel_scales
+    from .sw.phase_coding import phase_encode
+    sq, sk, sv = channel_scales(q), channel_scales(k), channel_scales(v)
+    fmt = SpikedHeadFormat(T, B, rows=q.shape[-2], keys=k.shape[-2], dim=q.shape[-1], dim_v=v.shape[-1],
+                           weights=sq * sk / q.shape[-1] ** 0.5, inhibition=inhibition,
+                           out_frac_bits=out_frac_bits, **format_args)
+    codes = (phase_encode(q, T, B, sq), phase_encode(k, T, B, sk), phase_encode(v, T, B, sv))
+    return SpikedHead(fmt), codes, sv
+
+
+def simulate_head(q, k, v, T: int, B: float, *, inhibition: str = "first_step", out_frac_bits: int = 12,
+                  simulator: str | None = "verilator", idle: float = 0.25, backpressure: float = 0.25,
+                  seed: int = 0) -> HeadCheck:
+    """Run one head (``q [rows, dim]``, ``k [keys, dim]``, ``v [keys, dim_v]``) through the float
+    reference, the bit-exact model and — unless ``simulator`` is ``None`` — the RTL (golden trace of
+    the chained block models replayed with random stalls, every output checked)."""
+    from .sim.attention_replay import head_events, head_golden, verify_block
+    from .sw.attention import spiked_attention
+    head, (qs, ks, vs), sv = make_head(q, k, v, T, B, inhibition=inhibition, out_frac_bits=out_frac_bits)
+    fmt = head.fmt
+    exact = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ v
+    float_out = spiked_attention(q, k, v, T, B, inhibition=inhibition).out
+    res = fmt.run(qs, ks, vs)
+    fixed_out = res.decoded(sv)
+    golden = head_golden(head, head_events(qs, ks, vs, seed=seed))
+    expected = torch.zeros(fmt.rows * fmt.dim_v, dtype=torch.int64)
+    for _, idx, value in golden.spikes:
+        expected[idx] = int(value)
+    if not torch.equal(expected.reshape(fmt.rows, fmt.dim_v), res.out):
+        raise RuntimeError("the chained block models disagree with SpikedHeadFormat.run; please report this")
+    rtl = None
+    if simulator is not None:
+        (rtl,) = verify_block(head, [golden], simulator=simulator, idle=idle, backpressure=backpressure, seed=seed)
+    else:
+        head._MustUse__silence = True
+    return HeadCheck(fmt=fmt, exact=exact, float_out=float_out, fixed_out=fixed_out,
+                     float_error=float((float_out - exact).abs().max()),
+                     fixed_error=float((fixed_out - exact).abs().max()),
+                     fixed_vs_float=float((fixed_out - float_out).abs().max()), rtl=rtl,
+                     stats=dict(golden.meta["stats"], empty_rows=res.empty_rows, overflows=res.overflows))
+
+
+def report_block(block, *, device: str = "25k", target_mhz: float = 150.0, workdir=None):
+    """ECP5 resources (yosys) and Fmax (nextpnr) of any block with a ``verilog_name`` (a core, an
+    attention block, a head); see :mod:`spikeforge.boards.synth`."""
+    from .boards.synth import synthesize_ecp5
+    return synthesize_ecp5(block, block.verilog_name, device=device, target_mhz=target_mhz, workdir=workdir)
+
+
+__all__ += ["DEFAULT_HEAD", "random_qkv", "HeadCheck", "make_head", "simulate_head", "report_block"]
