@@ -67,8 +67,8 @@ class SynthHarness(wiring.Component):
         m = Module()
         m.submodules.inner = inner = self.inner
         ins, outs = [], []
-        for path, flow, value in inner.signature.flatten(inner):
-            (ins if flow == In else outs).append(Value.cast(value))
+        for path, member, value in inner.signature.flatten(inner):
+            (ins if member.flow == In else outs).append(Value.cast(value))
         chain = self.sin
         for port in ins:
             reg = Signal(len(port), name="sh_" + port.name if hasattr(port, "name") else None)

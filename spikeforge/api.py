@@ -183,7 +183,8 @@ def random_qkv(rows: int, keys: int, dim: int, dim_v: int, *, seed: int = 0):
 class HeadCheck:
     """One attention head through every level: exact softmax attention, the float spiking reference,
     the bit-exact model and the RTL replay (``rtl``: :class:`~spikeforge.sim.attention_replay.BlockCheck`,
-    ``None`` when not simulated). Errors are max |.| in units of ``v``."""
+    ``None`` when not simulated). Errors are max (``*_error``) and mean (``*_mean_error``) |.| in units
+    of ``v``."""
     fmt: object
     exact: torch.Tensor
     float_out: torch.Tensor
@@ -191,6 +192,8 @@ class HeadCheck:
     float_error: float
     fixed_error: float
     fixed_vs_float: float
+    float_mean_error: float
+    fixed_mean_error: float
     rtl: object | None
     stats: dict
 
@@ -238,7 +241,9 @@ def simulate_head(q, k, v, T: int, B: float, *, inhibition: str = "first_step", 
     return HeadCheck(fmt=fmt, exact=exact, float_out=float_out, fixed_out=fixed_out,
                      float_error=float((float_out - exact).abs().max()),
                      fixed_error=float((fixed_out - exact).abs().max()),
-                     fixed_vs_float=float((fixed_out - float_out).abs().max()), rtl=rtl,
+                     fixed_vs_float=float((fixed_out - float_out).abs().max()),
+                     float_mean_error=float((float_out - exact).abs().mean()),
+                     fixed_mean_error=float((fixed_out - exact).abs().mean()), rtl=rtl,
                      stats=dict(golden.meta["stats"], empty_rows=res.empty_rows, overflows=res.overflows))
 
 
@@ -249,4 +254,18 @@ def report_block(block, *, device: str = "25k", target_mhz: float = 150.0, workd
     return synthesize_ecp5(block, block.verilog_name, device=device, target_mhz=target_mhz, workdir=workdir)
 
 
-__all__ += ["DEFAULT_HEAD", "random_qkv", "HeadCheck", "make_head", "simulate_head", "report_block"]
+def generate_block(block, outdir, *, name: str | None = None) -> dict[str, Path]:
+    """Write ``<name>.v`` and ``<name>.json`` (``block.config()``, loadable by the block's
+    ``from_config``) for an attention block or head."""
+    from amaranth.back import verilog
+    name = name or block.verilog_name
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    v = out / f"{name}.v"
+    v.write_text(verilog.convert(block, name=name, emit_src=False))
+    cfg = out / f"{name}.json"
+    cfg.write_text(json.dumps({"top": name, "block": type(block).__name__, **block.config()}, indent=2))
+    return {"verilog": v, "config": cfg}
+
+
+__all__ += ["generate_block", "DEFAULT_HEAD", "random_qkv", "HeadCheck", "make_head", "simulate_head", "report_block"]

@@ -70,8 +70,8 @@ def _core_options(f):
 def main():
     """spikeforge: spiking-transformer accelerator generator (PyTorch -> SNN -> RTL -> FPGA).
 
-    Available now: neuron cores (generate, simulate, report), golden traces, the toolchain check
-    and the demo. See README.md for the road map.
+    Available now: neuron cores and spiking attention heads (generate, simulate, report), golden
+    traces, the toolchain check and the demo. See README.md for the road map.
     """
 
 
@@ -152,6 +152,10 @@ def report_core(core, device, freq, as_json):
     """Resources (LUT/FF/BRAM/DSP) and Fmax of a neuron core on an ECP5."""
     with console.status("synthesising (yosys) and placing/routing (nextpnr)..."):
         r = api.report_core(core, device=device, target_mhz=freq)
+    _print_report(r, as_json)
+
+
+def _print_report(r, as_json):
     if as_json:
         click.echo(json.dumps(r.as_dict(), indent=2))
         return
@@ -159,6 +163,100 @@ def report_core(core, device, freq, as_json):
     table.add_row(r.design, r.device, str(r.luts), str(r.ffs), str(r.brams), str(r.dsps), str(r.carry_cells),
                   f"{r.fmax_mhz:.1f}" if r.fmax_mhz else "n/a")
     console.print(table)
+
+
+_HEAD_BLOCKS = {"head": None, "qk": "qk", "woss": "woss", "av": "av", "output": "out"}
+
+
+def _head_options(f):
+    """Options that size a spiking attention head (random q/k/v ~ N(0, 1) of that size)."""
+    d = api.DEFAULT_HEAD
+    opts = [
+        click.option("--T", "T", type=int, default=d["T"], show_default=True, help="Window length T (steps)."),
+        click.option("--B", "B", type=float, default=d["B"], show_default=True, help="Phase base B (> 1)."),
+        click.option("--tokens", type=int, default=8, show_default=True, help="Query tokens (rows)."),
+        click.option("--keys", type=int, default=None, help="Key/value tokens (default: --tokens)."),
+        click.option("--dim", type=int, default=8, show_default=True, help="Head dim of q and k."),
+        click.option("--dim-v", type=int, default=None, help="Head dim of v (default: --dim)."),
+        click.option("--inhibition", type=click.Choice(["first_step", "window_max"]), default="first_step",
+                     show_default=True, help="WOSS inhibition: the paper's first-step row max, or the final row max."),
+        click.option("--out-frac-bits", type=int, default=12, show_default=True, help="Fractional bits of the output."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random q/k/v."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+
+    @functools.wraps(f)
+    def wrapper(T, B, tokens, keys, dim, dim_v, inhibition, out_frac_bits, seed, **kw):
+        try:
+            q, k, v = api.random_qkv(tokens, keys or tokens, dim, dim_v or dim, seed=seed)
+            head, codes, scale_v = api.make_head(q, k, v, T, B, inhibition=inhibition, out_frac_bits=out_frac_bits)
+        except (ValueError, TypeError) as e:
+            raise click.UsageError(str(e)) from None
+        return f(head=head, qkv=(q, k, v), seed=seed, **kw)
+    return wrapper
+
+
+def _head_block(head, which):
+    block = head if which == "head" else getattr(head, _HEAD_BLOCKS[which])
+    if block is not head:
+        head._MustUse__silence = True
+    return block
+
+
+@generate.command("attention")
+@_head_options
+@click.option("--block", "which", type=click.Choice(sorted(_HEAD_BLOCKS)), default="head", show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="out/attention", show_default=True)
+def generate_attention(head, qkv, seed, which, out):
+    """Verilog and configuration JSON of a spiking attention head or one of its blocks."""
+    paths = api.generate_block(_head_block(head, which), out)
+    f = head.fmt
+    console.print(f"spiked head T={f.T} B={f.B}: {f.rows} x {f.keys} tokens, dims {f.dim}/{f.dim_v} ({which})")
+    for k, p in paths.items():
+        console.print(f"  {k}: {p}")
+
+
+@simulate.command("attention")
+@_head_options
+@click.option("--simulator", type=click.Choice(["verilator", "amaranth", "none"]), default="verilator", show_default=True)
+@click.option("--idle", type=float, default=0.25, show_default=True, help="Probability of an idle input cycle.")
+@click.option("--backpressure", type=float, default=0.25, show_default=True, help="Probability an output refuses a beat.")
+def simulate_attention(head, qkv, seed, simulator, idle, backpressure):
+    """One head on random q/k/v: exact softmax attention vs the float spiking reference vs the bit-exact
+    model, and the RTL replay of the golden trace (every output compared)."""
+    q, k, v = qkv
+    f = head.fmt
+    head._MustUse__silence = True
+    with console.status(f"running the head on {simulator}..."):
+        c = api.simulate_head(q, k, v, f.T, f.B, inhibition=f.inhibition, out_frac_bits=f.out_frac_bits,
+                              simulator=None if simulator == "none" else simulator, idle=idle,
+                              backpressure=backpressure, seed=seed)
+    table = Table("quantity", "value")
+    table.add_row("head", f"T={f.T} B={f.B} {f.rows}x{f.keys} tokens, dims {f.dim}/{f.dim_v}, {f.inhibition}")
+    table.add_row("|float spiking - exact attention| max / mean", f"{c.float_error:.4f} / {c.float_mean_error:.4f}")
+    table.add_row("|bit-exact - exact attention| max / mean", f"{c.fixed_error:.4f} / {c.fixed_mean_error:.4f}")
+    table.add_row("max |bit-exact - float spiking|", f"{c.fixed_vs_float:.2e}")
+    for key, value in c.stats.items():
+        table.add_row(key.replace("_", " "), str(value))
+    if c.rtl is not None:
+        table.add_row("RTL cycles", str(c.rtl.cycles))
+        table.add_row("RTL vs bit-exact", "[green]equal[/]" if c.rtl.diff.equal else f"[red]{c.rtl.diff}[/]")
+    console.print(table)
+    sys.exit(0 if c.rtl is None or c.rtl.diff.equal else 1)
+
+
+@report.command("attention")
+@_head_options
+@click.option("--block", "which", type=click.Choice(sorted(_HEAD_BLOCKS)), default="head", show_default=True)
+@click.option("--device", type=click.Choice(["25k", "45k", "85k"]), default="25k", show_default=True)
+@click.option("--freq", type=float, default=150.0, show_default=True, help="Target clock (MHz) for nextpnr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def report_attention(head, qkv, seed, which, device, freq, as_json):
+    """Resources and Fmax of a spiking attention head or one of its blocks on an ECP5."""
+    with console.status("synthesising (yosys) and placing/routing (nextpnr)..."):
+        r = api.report_block(_head_block(head, which), device=device, target_mhz=freq)
+    _print_report(r, as_json)
 
 
 @main.group()
