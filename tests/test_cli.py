@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from spikeforge.cli import main
 
 COMMANDS = [[], ["doctor"], ["generate"], ["generate", "core"], ["simulate"], ["simulate", "core"], ["report"],
-            ["report", "core"], ["trace"], ["trace", "show"], ["trace", "diff"], ["demo"]]
+            ["report", "core"], ["generate", "attention"], ["simulate", "attention"], ["report", "attention"], ["trace"], ["trace", "show"], ["trace", "diff"], ["demo"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "spikeforge")
@@ -65,3 +65,24 @@ def test_simulate_core_on_amaranth_and_trace_tools(tmp_path):
     assert r.exit_code == 1 and "first:" in r.output
     r = CliRunner().invoke(main, ["trace", "show", str(a), "--limit", "3"])
     assert r.exit_code == 0 and "more" in r.output
+
+
+def test_simulate_attention_runs_a_head_on_the_rtl():
+    r = CliRunner().invoke(main, ["simulate", "attention", "--T", "8", "--B", "2.0", "--tokens", "3", "--keys", "4",
+                                  "--dim", "2", "--dim-v", "3", "--simulator", "amaranth"])
+    assert r.exit_code == 0, r.output
+    assert "RTL vs bit-exact" in r.output and "equal" in r.output
+
+
+def test_generate_attention_block(tmp_path):
+    r = CliRunner().invoke(main, ["generate", "attention", "--block", "output", "--T", "8", "--tokens", "3",
+                                  "--dim", "2", "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "attention_output.json").read_text())
+    assert cfg["block"] == "AttentionOutput" and cfg["fmt"]["T"] == 8
+    assert "module attention_output" in (tmp_path / "attention_output.v").read_text()
+
+
+def test_attention_bad_parameters_are_usage_errors():
+    r = CliRunner().invoke(main, ["simulate", "attention", "--B", "1.0", "--simulator", "none"])
+    assert r.exit_code == 2 and "B=1.0" in r.output
