@@ -10,7 +10,7 @@ from amaranth.hdl import Mux, Signal, Value, signed
 
 from ..sw.fixed import csd_digits, signed_range
 
-__all__ = ["saturate", "const_mul", "popcount", "saturating_increment"]
+__all__ = ["saturate", "const_mul", "popcount", "saturating_increment", "count_later"]
 
 
 def saturate(m, value: Value, width: int, *, name: str) -> tuple[Signal, Signal]:
@@ -56,3 +56,14 @@ def saturating_increment(counter: Signal, amount: Value) -> Value:
     top = (1 << len(counter)) - 1
     total = (counter + amount).as_unsigned()
     return Mux(total[len(counter):].any(), top, total[:len(counter)])
+
+
+def count_later(m, counter: Signal, amount: Value, *, name: str) -> None:
+    """Add ``amount`` to the saturating ``counter`` one cycle later: ``amount`` is registered first, so
+    the path from the logic that produces it (e.g. a saturation check behind a memory read) does not
+    run through the counter's carry chain. The counter lags its events by one cycle."""
+    amount = Value.cast(amount)
+    pending = Signal(amount.shape(), name=name)
+    m.d.sync += pending.eq(amount)
+    with m.If(pending != 0):
+        m.d.sync += counter.eq(saturating_increment(counter, pending))

@@ -20,7 +20,8 @@ A·V engine's ``products`` with its normaliser column ``cols``):
   and count in ``empty_rows``. Then ``STEP`` is forwarded and the next window starts.
 * ``CLEAR`` zeroes every accumulator (one per cycle), restarts the window and is forwarded.
 
-``overflows`` counts saturations (accumulator and quotient), ``rejected`` malformed beats. A refused
+``overflows`` counts saturations (accumulator and quotient; one cycle after they happen), ``rejected``
+malformed beats. A refused
 ``outputs`` beat stalls the stage; nothing is dropped. Block RAM is not reset: send ``CLEAR`` first.
 
 Cost: ``ADD`` one cycle; a scaling step ``rows * (cols + 1) + 1`` cycles; the read-out
@@ -35,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import SpikedHeadFormat
 from ..sw.fixed import check_int
-from .arith import const_mul, saturate, saturating_increment
+from .arith import const_mul, count_later, saturate, saturating_increment
 from .trace_matmul import ProductOp, _bits
 
 __all__ = ["AttentionOutput", "OutputOp"]
@@ -276,8 +277,7 @@ class AttentionOutput(wiring.Component):
                 m.d.comb += [out_valid.eq(1), out_op.eq(OutputOp.STEP)]
             with m.Case(_Slot.CLEAR):
                 m.d.comb += [out_valid.eq(1), out_op.eq(OutputOp.CLEAR)]
-        with m.If(ovf_count != 0):
-            m.d.sync += self.overflows.eq(saturating_increment(self.overflows, ovf_count))
+        count_later(m, self.overflows, ovf_count, name="ovf_pending")
 
         # ---- S2: output register -----------------------------------------------------------------
         with m.If(adv):

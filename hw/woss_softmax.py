@@ -16,7 +16,8 @@ Protocol
   period starts.
 * ``CLEAR``: zeroes every neuron and row (one address per cycle), restarts the period; forwarded.
 
-``overflows`` counts saturations (``x``, ``v``, ``u``), ``rejected`` malformed beats. A refused
+``overflows`` counts saturations (``x``, ``v``, ``u``; one cycle after they happen), ``rejected``
+malformed beats. A refused
 ``spikes`` beat stalls the block; nothing is dropped. Block RAM is not reset: send ``CLEAR`` first.
 """
 
@@ -28,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import WossFormat
 from ..sw.fixed import check_int
-from .arith import const_mul, saturate, saturating_increment
+from .arith import const_mul, count_later, saturate, saturating_increment
 from .trace_matmul import ProductOp, _bits
 
 __all__ = ["WossSoftmax", "SpikeOp"]
@@ -259,8 +260,7 @@ class WossSoftmax(wiring.Component):
                 m.d.comb += [out_valid.eq(1), out_op.eq(SpikeOp.STEP)]
             with m.Case(_Slot.CLEAR):
                 m.d.comb += [out_valid.eq(1), out_op.eq(SpikeOp.CLEAR)]
-        with m.If(adv & (ovf_count != 0)):
-            m.d.sync += self.overflows.eq(saturating_increment(self.overflows, ovf_count))
+        count_later(m, self.overflows, Mux(adv, ovf_count, 0), name="ovf_pending")
 
         # ---- S2: output register ---------------------------------------------------------------
         with m.If(adv):
