@@ -82,17 +82,9 @@ def default_core(name: str) -> NeuronCore:
 def generate_core(core: NeuronCore, outdir, *, name: str | None = None) -> dict[str, Path]:
     """Write ``<name>.v`` (Verilog) and ``<name>.json`` (the configuration, loadable by
     :meth:`NeuronCore.from_config`) into ``outdir``."""
-    from amaranth.back import verilog
-    name = name or core.verilog_name
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    v = out / f"{name}.v"
-    v.write_text(verilog.convert(core, name=name, emit_src=False))
-    cfg = out / f"{name}.json"
-    cfg.write_text(json.dumps({"top": name, **core.config(),
-                               "ports": {"events": core.event_layout.size, "spikes": core.spike_layout.size,
-                                         "readback": core.readback_layout.size}}, indent=2))
-    return {"verilog": v, "config": cfg}
+    return generate_block(core, outdir, name=name, extra={
+        "ports": {"events": core.event_layout.size, "spikes": core.spike_layout.size,
+                  "readback": core.readback_layout.size}})
 
 
 def simulate_core(core: NeuronCore, *, steps: int = 60, events: int = 2000, seed: int = 0,
@@ -254,9 +246,9 @@ def report_block(block, *, device: str = "25k", target_mhz: float = 150.0, workd
     return synthesize_ecp5(block, block.verilog_name, device=device, target_mhz=target_mhz, workdir=workdir)
 
 
-def generate_block(block, outdir, *, name: str | None = None) -> dict[str, Path]:
+def generate_block(block, outdir, *, name: str | None = None, extra: dict | None = None) -> dict[str, Path]:
     """Write ``<name>.v`` and ``<name>.json`` (``block.config()``, loadable by the block's
-    ``from_config``) for an attention block or head."""
+    ``from_config``, plus ``extra``) for any block: a neuron core, an attention block, a head."""
     from amaranth.back import verilog
     name = name or block.verilog_name
     out = Path(outdir)
@@ -264,7 +256,8 @@ def generate_block(block, outdir, *, name: str | None = None) -> dict[str, Path]
     v = out / f"{name}.v"
     v.write_text(verilog.convert(block, name=name, emit_src=False))
     cfg = out / f"{name}.json"
-    cfg.write_text(json.dumps({"top": name, "block": type(block).__name__, **block.config()}, indent=2))
+    cfg.write_text(json.dumps({"top": name, "block": type(block).__name__, **block.config(), **(extra or {})},
+                              indent=2))
     return {"verilog": v, "config": cfg}
 
 
