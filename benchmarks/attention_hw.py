@@ -130,8 +130,9 @@ def main(argv):
     ]
     for r in cycles:
         e = r["estimate"]
-        lines.append(f"| {r['T']} | {r['B']} | {r['seed']} | {r['cycles']} | {r['spike_events']} | {r['qk_products']} | "
-                     f"{r['av_products']} | {r['cycles'] / r['bound_events']:.1f} | {r['cycles'] / r['bound_adds']:.1f} | "
+        lines.append(f"| {r['T']} | {r['B']} | {r['seed']} | {r['cycles']} | {r['spike_events']} | "
+                     f"{r['qk_products']} | {r['av_products']} | {r['cycles'] / r['bound_events']:.1f} | "
+                     f"{r['cycles'] / r['bound_adds']:.1f} | "
                      f"{e['qk_engine']} | {e['woss']} | {e['av_engine']} | {e['output']} |")
     (OUT / "attention_hw.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -167,8 +167,9 @@ class SpikedHead(wiring.Component):
                             with m.If(~in_range | (t >= T)):
                                 m.d.comb += [self.inputs.ready.eq(1), reject.eq(1)]
                             with m.Elif(ev.tensor == HeadTensor.V):
-                                m.d.comb += [self.inputs.ready.eq(1), v_rd_in.addr.eq(const_mul(ev.token, E) + ev.channel)]
-                                m.d.sync += [v_addr.eq(const_mul(ev.token, E) + ev.channel), v_neg.eq(ev.neg)]
+                                v_at = const_mul(ev.token, E) + ev.channel
+                                m.d.comb += [self.inputs.ready.eq(1), v_rd_in.addr.eq(v_at)]
+                                m.d.sync += [v_addr.eq(v_at), v_neg.eq(ev.neg)]
                                 m.next = "V_CHECK"
                             with m.Else():
                                 m.d.comb += [qk.events.valid.eq(1), qe.op.eq(MatmulOp.SPIKE),

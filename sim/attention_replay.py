@@ -469,7 +469,8 @@ def head_events(q_spikes: torch.Tensor, k_spikes: torch.Tensor, v_spikes: torch.
         elif kind == 2:
             per_step[t].append(("spike", "x", 0, 0, False))
         elif kind == 3:
-            per_step[T + rng.randrange(T)].append(("spike", name, rng.randrange(tokens), rng.randrange(channels), False))
+            late = ("spike", name, rng.randrange(tokens), rng.randrange(channels), False)
+            per_step[T + rng.randrange(T)].append(late)
         else:   # a second spike of a neuron that already fired (v: rejected by the head, q/k: by QK^T)
             firsts = [e for step in per_step[:t + 1] for e in step if e[1] == name and e[2] < sizes[name][0]
                       and e[3] < sizes[name][1]]

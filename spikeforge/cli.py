@@ -219,9 +219,11 @@ def generate_attention(head, qkv, seed, which, out):
 
 @simulate.command("attention")
 @_head_options
-@click.option("--simulator", type=click.Choice(["verilator", "amaranth", "none"]), default="verilator", show_default=True)
+@click.option("--simulator", type=click.Choice(["verilator", "amaranth", "none"]), default="verilator",
+              show_default=True, help="RTL simulator; none runs the float and bit-exact models only.")
 @click.option("--idle", type=float, default=0.25, show_default=True, help="Probability of an idle input cycle.")
-@click.option("--backpressure", type=float, default=0.25, show_default=True, help="Probability an output refuses a beat.")
+@click.option("--backpressure", type=float, default=0.25, show_default=True,
+              help="Probability an output refuses a beat.")
 def simulate_attention(head, qkv, seed, simulator, idle, backpressure):
     """One head on random q/k/v: exact softmax attention vs the float spiking reference vs the bit-exact
     model, and the RTL replay of the golden trace (every output compared)."""

@@ -165,7 +165,8 @@ HEAD_CONFIGS = [
 def head_case(T, B, rows, keys, dim, dim_v, inhibition, seed=0):
     """A head format for random q/k/v (scales from the data) and their one-spike codes."""
     g = torch.Generator().manual_seed(seed)
-    q, k = torch.randn(rows, dim, generator=g, dtype=torch.float64), torch.randn(keys, dim, generator=g, dtype=torch.float64)
+    q = torch.randn(rows, dim, generator=g, dtype=torch.float64)
+    k = torch.randn(keys, dim, generator=g, dtype=torch.float64)
     v = torch.randn(keys, dim_v, generator=g, dtype=torch.float64)
     sq, sk, sv = channel_scales(q), channel_scales(k), channel_scales(v)
     fmt = SpikedHeadFormat(T, B, rows=rows, keys=keys, dim=dim, dim_v=dim_v, weights=sq * sk / dim ** 0.5,

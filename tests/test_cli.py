@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from spikeforge.cli import main
 
 COMMANDS = [[], ["doctor"], ["generate"], ["generate", "core"], ["simulate"], ["simulate", "core"], ["report"],
-            ["report", "core"], ["generate", "attention"], ["simulate", "attention"], ["report", "attention"], ["trace"], ["trace", "show"], ["trace", "diff"], ["demo"]]
+            ["report", "core"], ["generate", "attention"], ["simulate", "attention"], ["report", "attention"],
+            ["trace"], ["trace", "show"], ["trace", "diff"], ["demo"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "spikeforge")
