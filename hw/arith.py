@@ -10,7 +10,12 @@ from amaranth.hdl import Mux, Signal, Value, signed
 
 from ..sw.fixed import csd_digits, signed_range
 
-__all__ = ["saturate", "const_mul", "popcount", "saturating_increment", "count_later"]
+__all__ = ["saturate", "const_mul", "popcount", "saturating_increment", "count_later", "index_width"]
+
+
+def index_width(n: int) -> int:
+    """Bits of an unsigned field that indexes ``0 .. n-1`` (at least 1)."""
+    return max(1, (n - 1).bit_length())
 
 
 def saturate(m, value: Value, width: int, *, name: str) -> tuple[Signal, Signal]:

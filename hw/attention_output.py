@@ -36,8 +36,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import SpikedHeadFormat
 from ..sw.fixed import check_int
-from .arith import const_mul, count_later, saturate, saturating_increment
-from .trace_matmul import ProductOp, _bits
+from .arith import const_mul, count_later, index_width, saturate, saturating_increment
+from .trace_matmul import ProductOp
 
 __all__ = ["AttentionOutput", "OutputOp"]
 
@@ -88,15 +88,15 @@ class AttentionOutput(wiring.Component):
         self.fmt, self.rows, self.cols = fmt, fmt.rows, fmt.dim_v
         self.value_width, self.counter_width = value_width, counter_width
         self.input_layout = data.StructLayout({
-            "op": ProductOp, "row": unsigned(_bits(self.rows)), "col": unsigned(_bits(self.cols + 1)),
+            "op": ProductOp, "row": unsigned(index_width(self.rows)), "col": unsigned(index_width(self.cols + 1)),
             "value": signed(value_width)})
         self.output_layout = data.StructLayout({
-            "op": OutputOp, "row": unsigned(_bits(self.rows)), "col": unsigned(_bits(self.cols)),
+            "op": OutputOp, "row": unsigned(index_width(self.rows)), "col": unsigned(index_width(self.cols)),
             "value": signed(fmt.out_width)})
         super().__init__({
             "inputs": In(stream.Signature(self.input_layout)),
             "outputs": Out(stream.Signature(self.output_layout)),
-            "step": Out(_bits(fmt.T)),
+            "step": Out(index_width(fmt.T)),
             "overflows": Out(counter_width),
             "rejected": Out(counter_width),
             "empty_rows": Out(counter_width),
@@ -128,7 +128,7 @@ class AttentionOutput(wiring.Component):
         m.d.comb += adv.eq(~(self.outputs.valid & ~self.outputs.ready))
         m.d.comb += rd.en.eq(adv)
 
-        p = Signal(_bits(T))
+        p = Signal(index_width(T))
         m.d.comb += self.step.eq(p)
 
         # output beat formed this cycle (from S1 or the read-out), registered in S2

@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.fixed import check_int
 from ..sw.neurons import NeuronModel, model_from_dict
-from .arith import popcount, saturating_increment
+from .arith import index_width, popcount, saturating_increment
 from .neuron_rules import lane_rule
 
 __all__ = ["NeuronCore", "CoreOp"]
@@ -94,7 +94,7 @@ class NeuronCore(wiring.Component):
         self.model = model
         self.neurons, self.lanes, self.groups = neurons, lanes, neurons // lanes
         self.counter_width = counter_width
-        group_shape = unsigned(max(1, (self.groups - 1).bit_length()))
+        group_shape = unsigned(index_width(self.groups))
         self.state_layout = data.StructLayout({
             name: signed(w) if is_signed else unsigned(w)
             for name, (w, is_signed) in model.state_fields().items()})

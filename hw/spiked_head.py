@@ -35,9 +35,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import SpikedHeadFormat
 from ..sw.fixed import check_int
-from .arith import const_mul, saturating_increment
+from .arith import const_mul, index_width, saturating_increment
 from .attention_output import AttentionOutput
-from .trace_matmul import MatmulOp, TraceMatmul, _bits
+from .trace_matmul import MatmulOp, TraceMatmul
 from .woss_softmax import SpikeOp, WossSoftmax
 
 __all__ = ["SpikedHead", "HeadOp", "HeadTensor", "HEAD_COUNTERS"]
@@ -96,13 +96,13 @@ class SpikedHead(wiring.Component):
         for block in (self.qk, self.woss, self.av, self.out):
             block._MustUse__silence = True          # elaborated with the head, or not at all
         self.input_layout = data.StructLayout({
-            "op": HeadOp, "tensor": HeadTensor, "token": unsigned(_bits(max(R, K)) + 1),
-            "channel": unsigned(_bits(max(fmt.dim, fmt.dim_v)) + 1), "neg": 1})
+            "op": HeadOp, "tensor": HeadTensor, "token": unsigned(index_width(max(R, K)) + 1),
+            "channel": unsigned(index_width(max(fmt.dim, fmt.dim_v)) + 1), "neg": 1})
         self.output_layout = self.out.output_layout
         super().__init__({
             "inputs": In(stream.Signature(self.input_layout)),
             "outputs": Out(stream.Signature(self.output_layout)),
-            "step": Out(_bits(2 * fmt.T + 1)),
+            "step": Out(index_width(2 * fmt.T + 1)),
             **{name: Out(counter_width) for name in HEAD_COUNTERS},
         })
 
@@ -133,12 +133,12 @@ class SpikedHead(wiring.Component):
                      self.empty_rows.eq(out.empty_rows)]
 
         # v's one-spike codes, written by the demultiplexer in window 0, swept by the merger in window 1
-        code = data.StructLayout({"fired": 1, "neg": 1, "step": unsigned(_bits(T))})
+        code = data.StructLayout({"fired": 1, "neg": 1, "step": unsigned(index_width(T))})
         m.submodules.v_mem = v_mem = memory.Memory(shape=code, depth=KE, init=[])
         v_wr, v_rd_in, v_rd_sweep = v_mem.write_port(), v_mem.read_port(), v_mem.read_port()
 
         # markers (STEP/CLEAR) sent into the QK^T engine vs. handled by the merger: equal = drained
-        mark_w = _bits(2 * T + 2) + 1
+        mark_w = index_width(2 * T + 2) + 1
         sent, seen = Signal(mark_w), Signal(mark_w)
 
         # ---- input demultiplexer -----------------------------------------------------------------
@@ -213,7 +213,7 @@ class SpikedHead(wiring.Component):
         adv = Signal()                       # the merger's output register can take a beat
         m.d.comb += adv.eq(~(ae.valid & ~ae.ready))
         s = Signal(range(2 * T + 1))         # WOSS markers seen in this head
-        j = Signal(_bits(T))                 # fire step being swept
+        j = Signal(index_width(T))                 # fire step being swept
         sweep_idx = Signal(range(KE + 1))
         sweep_key, sweep_e = Signal(range(max(K, 2))), Signal(range(max(E, 2)))
         sw_valid = Signal()

@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import TraceFormat
 from ..sw.fixed import check_int
-from .arith import const_mul, saturate, saturating_increment
+from .arith import const_mul, index_width, saturate, saturating_increment
 
 __all__ = ["TraceMatmul", "MatmulOp", "ProductOp"]
 
@@ -59,10 +59,6 @@ class _Slot(enum.Enum, shape=3):
     NORM = 2
     STEP = 3
     CLEAR = 4
-
-
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 class TraceMatmul(wiring.Component):
@@ -102,12 +98,13 @@ class TraceMatmul(wiring.Component):
         self.fmt, self.rows, self.cols = fmt, rows, cols
         self.norm_column = bool(norm_column)
         self.counter_width = counter_width
-        token_w = _bits(max(rows, cols))
+        token_w = index_width(max(rows, cols))
         self.event_layout = data.StructLayout({
-            "op": MatmulOp, "side": 1, "token": unsigned(token_w + 1), "channel": unsigned(_bits(fmt.channels) + 1),
+            "op": MatmulOp, "side": 1, "token": unsigned(token_w + 1),
+            "channel": unsigned(index_width(fmt.channels) + 1),
             "neg": 1})
         self.product_layout = data.StructLayout({
-            "op": ProductOp, "row": unsigned(_bits(rows)), "col": unsigned(_bits(cols + self.norm_column)),
+            "op": ProductOp, "row": unsigned(index_width(rows)), "col": unsigned(index_width(cols + self.norm_column)),
             "value": signed(fmt.value_width)})
         super().__init__({
             "events": In(stream.Signature(self.event_layout)),
@@ -164,9 +161,9 @@ class TraceMatmul(wiring.Component):
         m.d.comb += self.step.eq(t)
         ev = self.events.payload
         cur_side, cur_neg = Signal(), Signal()
-        cur_token = Signal(_bits(max(self.rows, self.cols)))
-        cur_channel = Signal(_bits(D))
-        sweep = Signal(_bits(max(self.rows, self.cols) * D + 1) + 1)
+        cur_token = Signal(index_width(max(self.rows, self.cols)))
+        cur_channel = Signal(index_width(D))
+        sweep = Signal(index_width(max(self.rows, self.cols) * D + 1) + 1)
         s0_slot = Signal(_Slot)
         s0_row = Signal(self.product_layout.members["row"])
         s0_col = Signal(self.product_layout.members["col"])

@@ -29,8 +29,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import WossFormat
 from ..sw.fixed import check_int
-from .arith import const_mul, count_later, saturate, saturating_increment
-from .trace_matmul import ProductOp, _bits
+from .arith import const_mul, count_later, index_width, saturate, saturating_increment
+from .trace_matmul import ProductOp
 
 __all__ = ["WossSoftmax", "SpikeOp"]
 
@@ -86,12 +86,14 @@ class WossSoftmax(wiring.Component):
         self.fmt, self.rows, self.keys = fmt, rows, keys
         self.value_width, self.counter_width = value_width, counter_width
         self.input_layout = data.StructLayout({
-            "op": ProductOp, "row": unsigned(_bits(rows)), "col": unsigned(_bits(keys)), "value": signed(value_width)})
-        self.spike_layout = data.StructLayout({"op": SpikeOp, "row": unsigned(_bits(rows)), "col": unsigned(_bits(keys))})
+            "op": ProductOp, "row": unsigned(index_width(rows)), "col": unsigned(index_width(keys)),
+            "value": signed(value_width)})
+        self.spike_layout = data.StructLayout({
+            "op": SpikeOp, "row": unsigned(index_width(rows)), "col": unsigned(index_width(keys))})
         super().__init__({
             "inputs": In(stream.Signature(self.input_layout)),
             "spikes": Out(stream.Signature(self.spike_layout)),
-            "period_step": Out(_bits(2 * fmt.T)),
+            "period_step": Out(index_width(2 * fmt.T)),
             "overflows": Out(counter_width),
             "rejected": Out(counter_width),
         })
@@ -128,7 +130,7 @@ class WossSoftmax(wiring.Component):
         m.d.comb += adv.eq(~(self.spikes.valid & ~self.spikes.ready))
         m.d.comb += [x_rd.en.eq(adv), v_rd.en.eq(adv), u_rd.en.eq(adv)]
 
-        p = Signal(_bits(2 * T))
+        p = Signal(index_width(2 * T))
         m.d.comb += self.period_step.eq(p)
         thresholds = Array(Const(t, signed(vw + 1)) for t in fmt.thresholds)
         thr = Signal(signed(vw + 1))

@@ -120,23 +120,28 @@ def _matmul_beat(ev: MatmulEvent) -> dict:
     return {"op": MatmulOp.STEP if ev.op == "step" else MatmulOp.CLEAR}
 
 
-async def _replay_stream(bench: Bench, *, source: tuple[str, object], sink: tuple[str, object], beats: list[dict],
-                         markers: int, event_of, idle: float, backpressure: float, seed: int, max_cycles: int,
-                         what: str, reset_on_clear: bool = True) -> tuple[list[tuple[int, int, int]], int]:
+async def _replay_stream(bench: Bench, golden: SpikeTrace, *, source: tuple[str, object], sink: tuple[str, object],
+                         beats: list[dict], markers: int, event_of, counters, idle: float, backpressure: float,
+                         seed: int, max_cycles: int, what: str, reset_on_clear: bool = True) -> ReplayStats:
     """Drive ``beats`` into stream ``source`` (name, layout) with random idle cycles, take stream ``sink``
-    with random backpressure until ``markers`` STEP/CLEAR beats have come back, and return the other
-    beats as ``(step, index, value)`` events (``event_of(beat) -> (index, value)``; STEP beats count
-    steps, CLEAR restarts the count if ``reset_on_clear``) and the cycles taken. Both attention protocols encode STEP as 1
-    and CLEAR as 2."""
+    with random backpressure until ``markers`` STEP/CLEAR beats have come back, and return the observed
+    trace: ``golden``'s meta and inputs, the other output beats as ``(step, index, value)`` events
+    (``event_of(beat) -> (index, value)``; STEP beats count steps, CLEAR restarts the count if
+    ``reset_on_clear``) and the ``counters`` ports read at the end; plus the cycles taken. Every
+    attention protocol encodes STEP as 1 and CLEAR as 2."""
     rng = random.Random(seed)
     src = StreamSource(bench, source[0], source[1], idle=idle, rng=random.Random(rng.random()))
     out = StreamSink(bench, sink[0], sink[1], backpressure=backpressure, rng=random.Random(rng.random()))
     for beat in beats:
         src.put(beat)
     step_op, clear_op = ProductOp.STEP.value, ProductOp.CLEAR.value
+    seen = {"markers": 0, "checked": 0}
 
     def done():
-        return src.done and sum(b["op"] in (step_op, clear_op) for b in out.received) >= markers
+        received = out.received
+        seen["markers"] += sum(b["op"] in (step_op, clear_op) for b in received[seen["checked"]:])
+        seen["checked"] = len(received)
+        return src.done and seen["markers"] >= markers
 
     cycles = await run_until(bench, [src, out], done, max_cycles=max_cycles, what=what)
     events, step = [], 0
@@ -147,7 +152,17 @@ async def _replay_stream(bench: Bench, *, source: tuple[str, object], sink: tupl
             step = 0 if reset_on_clear else step
         else:
             events.append((step, *event_of(b)))
-    return events, cycles
+    observed = SpikeTrace(dict(golden.meta), golden.inputs, np.asarray(events, dtype=np.int64).reshape(-1, 3), {},
+                          {name: bench.get(name) for name in counters})
+    return ReplayStats(observed, cycles, len(beats))
+
+
+def _accumulator_beats(events: list[tuple]) -> tuple[list[dict], int]:
+    """Beats of the accumulator protocol for ``("add", row, col, value)`` / ``("step",)`` / ``("clear",)``
+    events, and how many STEP/CLEAR markers the block sends back for them."""
+    beats = [{"op": ProductOp.ADD, "row": ev[1], "col": ev[2], "value": ev[3]} if ev[0] == "add" else
+             {"op": ProductOp.STEP if ev[0] == "step" else ProductOp.CLEAR} for ev in events]
+    return beats, sum(ev[0] in ("step", "clear") for ev in events)
 
 
 async def replay_matmul(bench: Bench, engine: TraceMatmul, golden: SpikeTrace, *, idle: float = 0.0,
@@ -155,15 +170,12 @@ async def replay_matmul(bench: Bench, engine: TraceMatmul, golden: SpikeTrace, *
     """Drive ``golden``'s events into ``engine`` and return the observed trace."""
     events = matmul_trace_events(golden)
     width = engine.cols + engine.norm_column
-    spikes, cycles = await _replay_stream(
-        bench, source=("events", engine.event_layout), sink=("products", engine.product_layout),
+    return await _replay_stream(
+        bench, golden, source=("events", engine.event_layout), sink=("products", engine.product_layout),
         beats=[_matmul_beat(ev) for ev in events], markers=sum(ev.op in ("step", "clear") for ev in events),
-        event_of=lambda b: (b["row"] * width + b["col"], b["value"]), idle=idle, backpressure=backpressure,
-        seed=seed, max_cycles=50_000 + 40 * len(events) * max(engine.rows, engine.cols), what="trace matmul replay")
-    counters = {"rejected": bench.get("rejected"), "overflows": bench.get("overflows"), "step": bench.get("step")}
-    meta = dict(golden.meta, block="trace_matmul")
-    return ReplayStats(SpikeTrace(meta, golden.inputs, np.asarray(spikes, dtype=np.int64).reshape(-1, 3), {}, counters),
-                       cycles, len(events))
+        event_of=lambda b: (b["row"] * width + b["col"], b["value"]), counters=("rejected", "overflows", "step"),
+        idle=idle, backpressure=backpressure, seed=seed,
+        max_cycles=50_000 + 40 * len(events) * max(engine.rows, engine.cols), what="trace matmul replay")
 
 
 # -- co-verification on either simulator --------------------------------------------------------------
@@ -312,17 +324,12 @@ async def replay_woss(bench: Bench, block, golden: SpikeTrace, *, idle: float = 
                       seed: int = 0) -> ReplayStats:
     from ..hw.woss_softmax import SpikeOp
     assert (SpikeOp.STEP.value, SpikeOp.CLEAR.value) == (ProductOp.STEP.value, ProductOp.CLEAR.value)
-    events = [tuple(e) for e in golden.meta["events"]]
-    beats = [{"op": ProductOp.ADD, "row": ev[1], "col": ev[2], "value": ev[3]} if ev[0] == "add" else
-             {"op": ProductOp.STEP if ev[0] == "step" else ProductOp.CLEAR} for ev in events]
-    spikes, cycles = await _replay_stream(
-        bench, source=("inputs", block.input_layout), sink=("spikes", block.spike_layout), beats=beats,
-        markers=sum(ev[0] in ("step", "clear") for ev in events),
-        event_of=lambda b: (b["row"] * block.keys + b["col"], 1), idle=idle, backpressure=backpressure, seed=seed,
-        max_cycles=10_000 + 4 * len(events) * block.rows * block.keys, what="WOSS replay")
-    counters = {"overflows": bench.get("overflows"), "rejected": bench.get("rejected")}
-    return ReplayStats(SpikeTrace(dict(golden.meta), golden.inputs, np.asarray(spikes, np.int64).reshape(-1, 3), {},
-                                  counters), cycles, len(events))
+    beats, markers = _accumulator_beats(golden.meta["events"])
+    return await _replay_stream(
+        bench, golden, source=("inputs", block.input_layout), sink=("spikes", block.spike_layout), beats=beats,
+        markers=markers, event_of=lambda b: (b["row"] * block.keys + b["col"], 1),
+        counters=("overflows", "rejected"), idle=idle, backpressure=backpressure, seed=seed,
+        max_cycles=10_000 + 4 * len(beats) * block.rows * block.keys, what="WOSS replay")
 
 
 def _woss_from_config(cfg):
@@ -415,19 +422,14 @@ def random_output_events(block, *, windows: int, adds_per_step: int, seed: int, 
 
 async def replay_output(bench: Bench, block, golden: SpikeTrace, *, idle: float = 0.0, backpressure: float = 0.0,
                         seed: int = 0) -> ReplayStats:
-    events = [tuple(e) for e in golden.meta["events"]]
-    beats = [{"op": ProductOp.ADD, "row": ev[1], "col": ev[2], "value": ev[3]} if ev[0] == "add" else
-             {"op": ProductOp.STEP if ev[0] == "step" else ProductOp.CLEAR} for ev in events]
+    beats, markers = _accumulator_beats(golden.meta["events"])
     E = block.cols
-    outs, cycles = await _replay_stream(
-        bench, source=("inputs", block.input_layout), sink=("outputs", block.output_layout), beats=beats,
-        markers=sum(ev[0] in ("step", "clear") for ev in events),
-        event_of=lambda b: (b["row"] * E + b["col"], b["value"]), idle=idle, backpressure=backpressure, seed=seed,
-        max_cycles=10_000 + 4 * len(events) * block.rows * (E + 1) * (block.fmt.out_frac_bits + 6),
+    return await _replay_stream(
+        bench, golden, source=("inputs", block.input_layout), sink=("outputs", block.output_layout), beats=beats,
+        markers=markers, event_of=lambda b: (b["row"] * E + b["col"], b["value"]),
+        counters=("overflows", "rejected", "empty_rows"), idle=idle, backpressure=backpressure, seed=seed,
+        max_cycles=10_000 + 4 * len(beats) * block.rows * (E + 1) * (block.fmt.out_frac_bits + 6),
         what="A·V output replay")
-    counters = {k: bench.get(k) for k in ("overflows", "rejected", "empty_rows")}
-    return ReplayStats(SpikeTrace(dict(golden.meta), golden.inputs, np.asarray(outs, np.int64).reshape(-1, 3), {},
-                                  counters), cycles, len(events))
 
 
 def _output_from_config(cfg):
@@ -592,15 +594,12 @@ async def replay_head(bench: Bench, head, golden: SpikeTrace, *, idle: float = 0
     E = fmt.dim_v
     per_head = (2 * fmt.T * (fmt.rows * fmt.keys + fmt.keys * E + fmt.rows * (E + 1) + 8)
                 + fmt.rows * E * (fmt.out_frac_bits + 8))
-    outs, cycles = await _replay_stream(
-        bench, source=("inputs", head.input_layout), sink=("outputs", head.output_layout), beats=beats,
-        markers=markers, event_of=lambda b: (b["row"] * E + b["col"], b["value"]), idle=idle,
-        backpressure=backpressure, seed=seed, reset_on_clear=False,
+    return await _replay_stream(
+        bench, golden, source=("inputs", head.input_layout), sink=("outputs", head.output_layout), beats=beats,
+        markers=markers, event_of=lambda b: (b["row"] * E + b["col"], b["value"]), counters=HEAD_COUNTERS,
+        idle=idle, backpressure=backpressure, seed=seed, reset_on_clear=False,
         max_cycles=4 * (clears * per_head + len(events) * (fmt.rows + fmt.keys + E + 4)) + 10_000,
         what="spiked head replay")
-    counters = {name: bench.get(name) for name in HEAD_COUNTERS}
-    return ReplayStats(SpikeTrace(dict(golden.meta), golden.inputs, np.asarray(outs, np.int64).reshape(-1, 3), {},
-                                  counters), cycles, len(events))
 
 
 def _head_from_config(cfg):
