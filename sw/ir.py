@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Port", "Node", "Network", "IRError", "FORMAT", "VERSION", "OPS"]
+__all__ = ["Port", "Node", "Network", "IRError", "FORMAT", "VERSION", "OPS", "gathered_shape"]
 
 FORMAT = "spikeforge-snn"
 VERSION = 1
@@ -117,11 +117,23 @@ OPS: dict[str, OpSpec] = {
 _ENCODINGS = ("analog",)
 
 
-def _in_shape(node: Node, k: int, sizes: dict[str, tuple]) -> tuple[int, ...] | None:
+def gathered_shape(node: Node, k: int, source_size: int) -> tuple[int, ...]:
+    """Shape input ``k`` of ``node`` is gathered to: the index's shape, or (``index=None``) the source's
+    flat output reshaped the way the operator reads it."""
     port = node.inputs[k]
     if port.index is not None:
         return tuple(port.index.shape)
-    return sizes.get(port.source)
+    if node.op == "linear" and "weight" in node.arrays:
+        k_in = node.arrays["weight"].shape[1] if node.arrays["weight"].ndim == 2 else source_size
+        return (source_size // max(k_in, 1), k_in)
+    if node.op == "matmul" and len(node.shape) == 3:
+        g, r, c = node.shape
+        return (g, r, source_size // max(g * r, 1)) if k == 0 else (g, source_size // max(g * c, 1), c)
+    if node.op in ("softmax", "layernorm") and len(node.shape) == 2:
+        return (source_size // node.shape[1], node.shape[1])
+    if node.op == "sum" and node.shape:
+        return (node.shape[0], source_size // max(node.shape[0], 1))
+    return (source_size,)
 
 
 def _check_node(node: Node, shapes: dict[str, tuple[int, ...]], problems: list[str]):
@@ -150,7 +162,12 @@ def _check_node(node: Node, shapes: dict[str, tuple[int, ...]], problems: list[s
             return
         size = int(np.prod(shapes[port.source], dtype=np.int64))
         if port.index is None:
-            ins.append(shapes[port.source])
+            shape = gathered_shape(node, k, size)
+            if int(np.prod(shape, dtype=np.int64)) != size:
+                problems.append(f"{where}: input {k} reads all {size} outputs of {port.source!r} without an index, "
+                                f"which do not form the {node.op} operator's input shape {shape}")
+                return
+            ins.append(shape)
             continue
         idx = port.index
         if idx.size and (idx.min() < -1 or idx.max() >= size):

@@ -117,6 +117,12 @@ class StBif(NeuronModel):
     def initial_state(self):
         return {"v": self.theta // 2, "s": 0}
 
+    def settle(self, total: torch.Tensor) -> torch.Tensor:
+        """Tracer ``S`` after quiescence for a total input ``total`` (no saturation): the integer
+        quantizer ``clip(floor((total + theta//2) / theta), s_min, s_max)`` the neuron replaces."""
+        return torch.clamp(torch.div(total + self.theta // 2, self.theta, rounding_mode="floor"),
+                           self.s_min, self.s_max)
+
     def quiet(self, state) -> torch.Tensor:
         """Neurons that would not fire in the next update without further input."""
         v, s = state["v"], state["s"]

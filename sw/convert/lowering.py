@@ -1,0 +1,165 @@
+"""Shared machinery of the flows' lowerings: an fx interpreter over symbolic values with index maps.
+
+A flow lowers a traced model by interpreting its fx graph on :class:`Sym` values instead of tensors.
+Each symbolic value carries ``idx``, an int64 tensor ``[1, *shape]`` (batch of one) whose entries
+are flat positions in the output of the IR node that will hold the value. Layout operations are run
+*on ``idx`` itself*, so any reshape/permute/slice of the source model becomes a gather map without
+the flow knowing about it. Problems are collected (with the node's location), not raised one by one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from ..ir import Node, Port
+from .frontend import TracedModel, Unsupported
+
+__all__ = ["Sym", "Poison", "LoweringInterpreter", "identity_index", "flat_index"]
+
+
+@dataclass
+class Sym:
+    """A symbolic value: ``idx[0, ...]`` = flat output position of the value's elements."""
+
+    idx: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.idx.shape[1:])
+
+    def with_idx(self, idx: torch.Tensor) -> "Sym":
+        return replace(self, idx=idx)
+
+    def rows(self) -> np.ndarray:
+        """The index as a ``[rows, last]`` matrix (the gather map of a last-axis operator)."""
+        return self.idx.reshape(-1, self.idx.shape[-1]).numpy().copy()
+
+
+@dataclass
+class Poison(Sym):
+    """The value of a node that could not be lowered (its problem is already recorded)."""
+
+
+def identity_index(shape) -> torch.Tensor:
+    return torch.arange(int(np.prod(shape, dtype=np.int64)), dtype=torch.int64).reshape(1, *shape)
+
+
+def flat_index(idx: torch.Tensor) -> np.ndarray:
+    return idx.reshape(-1).numpy().copy()
+
+
+class LoweringInterpreter(fx.Interpreter):
+    """Runs a traced model on symbolic values; subclasses implement ``lower_<kind>(node, args, kwargs)``.
+
+    Layout and shape nodes are handled here by executing them on the values' index tensors.
+    """
+
+    def __init__(self, tm: TracedModel, example_shape: tuple[int, ...]):
+        super().__init__(tm.graph)
+        self.tm = tm
+        self.example_shape = tuple(example_shape)
+        self.nodes: list[Node] = []
+        self.names: set[str] = set()
+        self.problems: list[Unsupported] = []
+        self.modules = dict(tm.graph.named_modules())
+
+    # -- bookkeeping --------------------------------------------------------------------------------
+    def add_node(self, name: str, op: str, inputs: list[Port], shape, origin: str, params=None, arrays=None) -> Node:
+        base, k = name.replace(".", "_"), 1
+        name = base
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        node = Node(name, op, inputs, tuple(shape), dict(params or {}), dict(arrays or {}), origin)
+        self.nodes.append(node)
+        return node
+
+    def fail(self, node: fx.Node, reason: str, alternative: str, shape=None) -> Poison:
+        self.problems.append(self.tm.problem(node, reason, alternative))
+        return Poison(identity_index(shape if shape is not None else (1,)))
+
+    def origin(self, node: fx.Node) -> str:
+        return self.tm.locations.get(node.name, node.name)
+
+    # -- fx hooks -----------------------------------------------------------------------------------
+    def run_node(self, n: fx.Node):
+        self._current = n
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        kind = self.tm.kinds.get(n.name)
+        if kind is None:                                   # unsupported: already listed by the front end
+            return Poison(identity_index((1,)))
+        if any(isinstance(a, Poison) for a in _flat(args, kwargs)):
+            return Poison(identity_index((1,)))
+        if kind == "constant":
+            return super().run_node(n)
+        if kind in ("layout", "shape"):
+            return self._layout(n, args, kwargs)
+        if kind == "identity":
+            return args[0]
+        if kind == "output":
+            return args[0]
+        handler = getattr(self, f"lower_{kind}", None)
+        if handler is None:
+            return self.fail(n, f"the {type(self).__name__} flow does not convert {self.tm.operations[n.name]}",
+                             "see docs/conversion.md for what each flow converts")
+        return handler(n, args, kwargs)
+
+    def _layout(self, n: fx.Node, args, kwargs):
+        syms = [a for a in _flat(args, kwargs) if isinstance(a, Sym)]
+        proto = syms[0] if syms else None
+
+        def unwrap(a):
+            return a.idx if isinstance(a, Sym) else a
+        a2 = _map(args, unwrap)
+        k2 = _map(kwargs, unwrap)
+        try:
+            if n.op == "call_method":
+                out = getattr(a2[0], n.target)(*a2[1:], **k2)
+            elif n.op == "call_module":
+                out = self.modules[n.target](*a2, **k2)
+            else:
+                out = n.target(*a2, **k2)
+        except Exception as e:    # a layout op the index tensor cannot take (e.g. a float-only method)
+            return self.fail(n, f"layout operation failed on the index map ({type(e).__name__}: {e})",
+                             "use reshape/permute/transpose/flatten/slicing")
+        if proto is None:
+            return out
+        return _map(out, lambda t: proto.with_idx(t) if isinstance(t, torch.Tensor) and t.dtype == torch.int64
+                    else t)
+
+
+def _flat(args, kwargs):
+    out = []
+
+    def walk(a):
+        if isinstance(a, (list, tuple)):
+            for b in a:
+                walk(b)
+        elif isinstance(a, dict):
+            for b in a.values():
+                walk(b)
+        else:
+            out.append(a)
+    walk(args)
+    walk(kwargs)
+    return out
+
+
+def _map(a, fn):
+    if isinstance(a, tuple):
+        return tuple(_map(b, fn) for b in a)
+    if isinstance(a, list):
+        return [_map(b, fn) for b in a]
+    if isinstance(a, dict):
+        return {k: _map(v, fn) for k, v in a.items()}
+    return fn(a)
+
+
+def is_number(a) -> bool:
+    return isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)

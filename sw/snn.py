@@ -1,0 +1,300 @@
+"""Reference simulator of a converted network (IR), vectorised over batch and neurons.
+
+Two semantics of the same :class:`~spikeforge.sw.ir.Network`:
+
+* :func:`run_qann` -- the *integer QANN*: every node computes its total at once (a neuron layer is
+  its quantizer ``settle(total)``, a unit is ``f(total)``, a product is ``A @ B``).
+* :func:`run_snn` -- the spiking network, step by step until every sample is quiescent (a step
+  after the input with no spike and no unit output anywhere) or ``max_steps``: the analog input
+  arrives at step 0, linear layers add ``W x_t`` (+ bias at step 0), neurons run their bit-exact
+  model (:mod:`spikeforge.sw.neurons`), products use SESA increments of the count traces
+  ``dP_t = a_t B_t + A_{t-1} b_t``, softmax/LayerNorm units accumulate their input and emit
+  ``f(X_t) - f(X_{t-1})``. Within a step, nodes run in graph order (no per-layer delay).
+
+The only Python loop is over steps (and nodes); everything per neuron or per spike is a tensor op.
+Integers stay int64; products go through float64 BLAS, exact because every bound is far below 2^53.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .ir import Network, Node, gathered_shape
+from .neurons import model_from_dict
+
+__all__ = ["encode_input", "run_qann", "run_snn", "QannRun", "SnnRun", "compare_runs", "Mismatch"]
+
+
+def encode_input(net: Network, x: torch.Tensor) -> torch.Tensor:
+    """Input counts ``x / scale`` (int64 ``[B, size]``); refuses values that are not exact counts in range."""
+    node = net.input
+    p = node.params
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if tuple(x.shape[1:]) != node.shape:
+        raise ValueError(f"input has per-sample shape {tuple(x.shape[1:])}; the network expects {node.shape}")
+    counts = torch.round(x / p["scale"])
+    bad = (x - counts * p["scale"]).abs() > 1e-6 * p["scale"]
+    if bool(bad.any()):
+        raise ValueError(f"{int(bad.sum())} input values are not integer multiples of the input scale "
+                         f"{p['scale']:.6g} (e.g. {float(x[bad][0]):.6g}); quantize the input first")
+    out = (counts < p["low"]) | (counts > p["high"])
+    if bool(out.any()):
+        raise ValueError(f"{int(out.sum())} input counts lie outside the declared range [{p['low']}, {p['high']}]")
+    return counts.to(torch.int64).reshape(x.shape[0], -1)
+
+
+class _Gather:
+    """Gather one input port: ``values [B, src_size] -> [B, *shape]`` (-1 reads 0)."""
+
+    def __init__(self, node: Node, k: int, src: Node):
+        shape = gathered_shape(node, k, src.size)
+        port = node.inputs[k]
+        idx = torch.arange(src.size).reshape(shape) if port.index is None else torch.from_numpy(port.index)
+        self.pad = bool((idx < 0).any())
+        self.idx = torch.where(idx < 0, src.size, idx).reshape(-1)
+        self.shape, self.source = shape, port.source
+
+    def __call__(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = values[self.source]
+        if self.pad:
+            x = torch.cat([x, x.new_zeros(x.shape[0], 1)], 1)
+        return x[:, self.idx].reshape(x.shape[0], *self.shape)
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.matmul(a.double(), b.double()).round().to(torch.int64)
+
+
+def _levels(y: torch.Tensor, p: dict) -> torch.Tensor:
+    return torch.clamp(torch.floor(y / p["out_step"] + 0.5), p["n_min"], p["n_max"]).to(torch.int64)
+
+
+def unit_function(node: Node, total: torch.Tensor) -> torch.Tensor:
+    """``f`` of a softmax / LayerNorm unit: integer input totals ``[B, R, C]`` -> output levels."""
+    p = node.params
+    x = total.double() * p["in_scale"]
+    if node.op == "softmax":
+        y = torch.softmax(x, -1)
+    else:
+        y = F.layer_norm(x, (x.shape[-1],), torch.from_numpy(node.arrays["gamma"]),
+                         torch.from_numpy(node.arrays["beta"]), p["eps"])
+    return _levels(y, p)
+
+
+@dataclass
+class QannRun:
+    """Integer-QANN result: ``values[node]`` = total output of every node (int64 ``[B, size]``)."""
+    values: dict[str, torch.Tensor]
+    output: torch.Tensor
+
+
+@dataclass
+class SnnRun:
+    """Spiking run: accumulated outputs per node, per-sample activity and costs.
+
+    Members
+    -------
+    values : dict
+        Sum over all steps of every node's output increments (neurons: the tracer ``S``).
+    output : int64 tensor
+        Accumulated output node, reshaped to ``[B, *output_shape]``.
+    steps : int64 ``[B]``
+        Steps to quiescence (last step with any activity + 1); ``quiescent`` says whether it came.
+    spikes : dict
+        Spike events per neuron node and sample (``[B]``).
+    acs, macs : int64 ``[B]``
+        Synaptic accumulates (spike x fan-out, trace reads) and multiply-accumulates (analog input).
+    overflows : int
+        Saturating accumulations anywhere (0 for a correctly sized network).
+    traces : dict
+        Per neuron node (when recorded): ``{"inputs": [E, 3], "spikes": [E, 3]}`` of the recorded sample.
+    """
+
+    values: dict[str, torch.Tensor]
+    output: torch.Tensor
+    steps: torch.Tensor
+    quiescent: torch.Tensor
+    spikes: dict[str, torch.Tensor]
+    acs: torch.Tensor
+    macs: torch.Tensor
+    unit_evaluations: torch.Tensor
+    overflows: int
+    total_steps: int
+    traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def spikes_total(self) -> torch.Tensor:
+        return sum(self.spikes.values()) if self.spikes else torch.zeros_like(self.steps)
+
+
+def _gathers(net: Network) -> dict[str, list[_Gather]]:
+    return {n.name: [_Gather(n, k, net[p.source]) for k, p in enumerate(n.inputs)] for n in net}
+
+
+def _output(net: Network, values, batch: int) -> torch.Tensor:
+    shape = net.meta.get("output_shape") or list(net[net.output].shape)
+    return values[net.output].reshape(batch, *shape)
+
+
+def run_qann(net: Network, x: torch.Tensor) -> QannRun:
+    """Evaluate the integer QANN the network stands for (one shot, no spikes)."""
+    counts = encode_input(net, x)
+    g = _gathers(net)
+    values: dict[str, torch.Tensor] = {}
+    for n in net:
+        ins = [gi(values) for gi in g[n.name]]
+        if n.op == "input":
+            out = counts
+        elif n.op == "linear":
+            out = _mm(ins[0], torch.from_numpy(n.arrays["weight"]).T)
+            if "bias" in n.arrays:
+                out = out + torch.from_numpy(n.arrays["bias"])
+        elif n.op == "neuron":
+            out = model_from_dict(n.params["model"]).settle(ins[0])
+        elif n.op == "add":
+            out = sum(ins)
+        elif n.op == "matmul":
+            out = n.params["gain"] * _mm(ins[0], ins[1])
+        elif n.op in ("softmax", "layernorm"):
+            out = unit_function(n, ins[0])
+        elif n.op == "sum":
+            out = ins[0].sum(-1)
+        else:
+            raise ValueError(f"{n.describe()}: no QANN semantics for op {n.op!r}")
+        values[n.name] = out.reshape(out.shape[0], -1)
+    return QannRun(values, _output(net, values, counts.shape[0]))
+
+
+def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | None = None) -> SnnRun:
+    """Run the spiking network on a batch until every sample is quiescent or ``max_steps``.
+
+    ``record`` = a sample index whose per-neuron-layer input currents and spikes are kept (golden traces).
+    """
+    counts = encode_input(net, x)
+    batch = counts.shape[0]
+    g = _gathers(net)
+    models = {n.name: model_from_dict(n.params["model"]) for n in net if n.op == "neuron"}
+    state = {name: m.init_state((batch, net[name].size)) for name, m in models.items()}
+    acc = {n.name: torch.zeros(batch, n.size, dtype=torch.int64) for n in net}
+    trace_a, trace_b = {}, {}                     # SESA count traces of matmul operands
+    unit_total, unit_prev = {}, {}                # softmax / LayerNorm accumulators and last levels
+    spikes = {name: torch.zeros(batch, dtype=torch.int64) for name in models}
+    acs = torch.zeros(batch, dtype=torch.int64)
+    macs = torch.zeros(batch, dtype=torch.int64)
+    unit_evals = torch.zeros(batch, dtype=torch.int64)
+    steps = torch.ones(batch, dtype=torch.int64)
+    quiescent = torch.zeros(batch, dtype=torch.bool)
+    overflows = 0
+    rec = {name: {"inputs": [], "spikes": []} for name in models} if record is not None else {}
+    t = 0
+    for t in range(max_steps):
+        values: dict[str, torch.Tensor] = {}
+        active = torch.zeros(batch, dtype=torch.bool)
+        for n in net:
+            ins = [gi(values) for gi in g[n.name]]
+            if n.op == "input":
+                out = counts if t == 0 else torch.zeros_like(counts)
+            elif n.op == "linear":
+                w = torch.from_numpy(n.arrays["weight"])
+                out = _mm(ins[0], w.T)
+                fan = ins[0].abs().reshape(batch, -1).sum(1) * w.shape[0]
+                if net[n.inputs[0].source].op == "input":
+                    macs += fan
+                else:
+                    acs += fan
+                if t == 0 and "bias" in n.arrays:
+                    out = out + torch.from_numpy(n.arrays["bias"])
+            elif n.op == "neuron":
+                m, st = models[n.name], state[n.name]
+                cur = ins[0].reshape(batch, -1)
+                overflows += int(m.accumulate(st, cur).sum())
+                res = m.update(st, t)
+                out = res.spikes.to(torch.int64)
+                overflows += int(res.overflow.sum())
+                spikes[n.name] += out.abs().sum(1)
+                if record is not None:
+                    for key, arr in (("inputs", cur[record]), ("spikes", out[record])):
+                        nz = torch.nonzero(arr).reshape(-1)
+                        if len(nz):
+                            rec[n.name][key].append(np.stack([np.full(len(nz), t), nz.numpy(), arr[nz].numpy()], 1))
+            elif n.op == "add":
+                out = sum(ins)
+            elif n.op == "matmul":
+                a, b = ins
+                a_prev = trace_a.get(n.name, torch.zeros_like(a))
+                b_now = trace_b.get(n.name, torch.zeros_like(b)) + b
+                out = n.params["gain"] * (_mm(a, b_now) + _mm(a_prev, b))
+                trace_a[n.name], trace_b[n.name] = a_prev + a, b_now
+                acs += a.abs().sum((1, 2, 3)) * b.shape[-1] + b.abs().sum((1, 2, 3)) * a.shape[-2]
+            elif n.op in ("softmax", "layernorm"):
+                total = unit_total.get(n.name, 0) + ins[0]
+                unit_total[n.name] = total
+                level = unit_function(n, total)
+                out = level - unit_prev.get(n.name, 0)
+                unit_prev[n.name] = level
+                unit_evals += (ins[0] != 0).any(-1).sum(-1) if t else torch.full_like(unit_evals, ins[0].shape[1])
+            elif n.op == "sum":
+                out = ins[0].sum(-1)
+            else:
+                raise ValueError(f"{n.describe()}: no spiking semantics for op {n.op!r}")
+            out = out.reshape(batch, -1)
+            values[n.name] = out
+            acc[n.name] += out
+            if n.op != "input":
+                active |= (out != 0).any(1)
+        if t == 0:
+            continue
+        newly = ~quiescent & ~active
+        steps = torch.where(active & ~quiescent, torch.full_like(steps, t + 1), steps)
+        quiescent |= newly
+        if bool(quiescent.all()):
+            break
+    values = acc
+    traces = {}
+    if record is not None:
+        for name, d in rec.items():
+            traces[name] = {k: (np.concatenate(v) if v else np.zeros((0, 3), np.int64)).astype(np.int64)
+                            for k, v in d.items()}
+    return SnnRun(values, _output(net, values, batch), steps, quiescent, spikes, acs, macs, unit_evals,
+                  overflows, t + 1, traces)
+
+
+@dataclass
+class Mismatch:
+    """First difference between two runs: node, sample, flat index and both values."""
+    node: str
+    sample: int
+    index: int
+    expected: int
+    got: int
+    count: int
+
+    def __str__(self):
+        return (f"{self.count} values differ; first: node {self.node!r}, sample {self.sample}, index {self.index}: "
+                f"integer QANN {self.expected}, SNN {self.got}")
+
+
+def compare_runs(net: Network, qann: QannRun, snn: SnnRun, samples=None) -> tuple[int, Mismatch | None]:
+    """Compare every node's QANN total with the SNN's accumulated output (neurons: the tracers).
+
+    Returns ``(samples with any difference, first mismatch)``; ``samples`` restricts the check.
+    """
+    bad = None
+    first = None
+    for n in net:
+        if n.op == "input":
+            continue
+        a, b = qann.values[n.name], snn.values[n.name]
+        if samples is not None:
+            a, b = a[samples], b[samples]
+        diff = a != b
+        row = diff.any(1)
+        bad = row if bad is None else bad | row
+        if first is None and bool(row.any()):
+            s, i = (int(v) for v in torch.nonzero(diff)[0])
+            first = Mismatch(n.name, s, i, int(a[s, i]), int(b[s, i]), int(diff.sum()))
+    return (int(bad.sum()) if bad is not None else 0), first
