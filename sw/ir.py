@@ -26,6 +26,7 @@ version; :meth:`Network.load` validates everything and reports *all* problems in
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -427,7 +428,7 @@ def _node_to_dict(n: Node) -> dict:
          "inputs": [{"source": p.source, "index": None if p.index is None else _array_to_dict(p.index)}
                     for p in n.inputs]}
     if n.params:
-        d["params"] = n.params
+        d["params"] = copy.deepcopy(n.params)
     if n.arrays:
         d["arrays"] = {k: _array_to_dict(v) for k, v in n.arrays.items()}
     if n.origin:

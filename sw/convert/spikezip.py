@@ -297,6 +297,10 @@ class _Spikezip(LoweringInterpreter):
         origin = self.origin(n)
         shared = sum(1 for m in self.tm.graph.graph.nodes if m.op == "call_module" and m.target == n.target) > 1
         name = (getattr(x, "origin", "").split(" ")[0] + "_quant") if shared else str(n.target)
+        if isinstance(x, Counts):     # requantizing spikes / the input: a one-weight linear layer per neuron
+            rows = x.idx.reshape(-1, 1).numpy().copy()
+            x = PendingLinear(identity_index(x.shape), src=x, gather=rows, weight=np.array([[x.scale]]),
+                              bias=np.zeros(rows.shape[0]), origin=origin)
         if getattr(x, "relu", False) and q.signed:
             return self.fail(n, "a ReLU followed by a signed quantizer", "use Quantizer(levels, signed=False)")
         if isinstance(x, PendingLinear):
@@ -339,8 +343,8 @@ class _Spikezip(LoweringInterpreter):
             model = _stbif(1, q.n_min, q.n_max, q.n_max - q.n_min)
             inputs, size = [Port(unit.name)], r * c
         else:
-            return self.fail(n, "a quantizer must follow a linear layer, an @ product, softmax or LayerNorm",
-                             "remove the extra quantizer")
+            return self.fail(n, "a quantizer must follow a linear layer, an @ product, softmax, LayerNorm or "
+                             "another quantized value", "remove the extra quantizer")
         neuron = self.add_node(name, "neuron", inputs, (size,), origin, {"model": model.to_dict(), "step": s,
                                "signed": q.signed, "levels": q.levels})
         return Counts(x.idx, neuron.name, s, q.n_min, q.n_max)

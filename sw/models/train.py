@@ -30,7 +30,7 @@ from ..quant import insert_quantizers
 from .digits import digits_split
 from .vit import DigitsViT, qann_plan
 
-__all__ = ["RECIPES", "train", "load", "save", "accuracy", "CHECKPOINTS"]
+__all__ = ["RECIPES", "train", "load", "save", "accuracy", "CHECKPOINTS", "checkpoint_info", "training_platform"]
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 QANN_LEVELS = (8, 16, 32)
@@ -109,11 +109,23 @@ def train(name: str, log=print, directory: Path = CHECKPOINTS) -> nn.Module:
         torch.use_deterministic_algorithms(False)
 
 
+def training_platform() -> dict:
+    """What bit-exact reproduction of a checkpoint depends on: torch version, CPU kernels, threads."""
+    return {"torch": str(torch.__version__), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
+
+
+def checkpoint_info(name: str, directory: Path = CHECKPOINTS) -> dict:
+    """The metadata stored with checkpoint ``name`` (config, levels, platform it was trained on)."""
+    ck = torch.load(Path(directory) / f"{name}.pt", weights_only=True)
+    return {k: v for k, v in ck.items() if k != "state_dict"}
+
+
 def save(model: DigitsViT, name: str, directory: Path = CHECKPOINTS) -> Path:
     levels = {q.levels for q in model.modules() if hasattr(q, "levels")}
     path = Path(directory) / f"{name}.pt"
     torch.save({"config": model.config, "levels": min(levels) if levels else None,
-                "state_dict": model.state_dict()}, path)
+                "state_dict": model.state_dict(), "trained_on": training_platform()}, path)
     return path
 
 
