@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from .ir import Network, Node, gathered_shape
 from .neurons import model_from_dict
 
-__all__ = ["encode_input", "run_qann", "run_snn", "QannRun", "SnnRun", "compare_runs", "Mismatch"]
+__all__ = ["encode_input", "run_qann", "run_snn", "QannRun", "SnnRun", "compare_runs", "Mismatch", "ann_macs"]
 
 
 def encode_input(net: Network, x: torch.Tensor) -> torch.Tensor:
@@ -138,6 +138,18 @@ def _gathers(net: Network) -> dict[str, list[_Gather]]:
 def _output(net: Network, values, batch: int) -> torch.Tensor:
     shape = net.meta.get("output_shape") or list(net[net.output].shape)
     return values[net.output].reshape(batch, *shape)
+
+
+def ann_macs(net: Network) -> int:
+    """Multiply-accumulates of one inference of the (integer) ANN: linear layers and products."""
+    total = 0
+    for n in net:
+        if n.op == "linear":
+            total += n.shape[0] * int(n.arrays["weight"].size)
+        elif n.op == "matmul":
+            g, r, c = n.shape
+            total += g * r * c * gathered_shape(n, 0, net[n.inputs[0].source].size)[2]
+    return total
 
 
 def run_qann(net: Network, x: torch.Tensor) -> QannRun:
