@@ -20,7 +20,8 @@ from .sw.neurons import Bif, IntegrateFire, NeuronModel, PhaseNeuron, StBif, if_
 from .sw.neurons.phase import phase_neuron_reference
 
 __all__ = ["MODEL_KINDS", "DEFAULT_CORES", "make_model", "make_core", "default_core", "generate_core",
-           "simulate_core", "report_core", "float_agreement", "FloatAgreement"]
+           "simulate_core", "report_core", "float_agreement", "FloatAgreement",
+           "FLOWS", "EMBEDDED_MODELS", "convert", "check_conversion", "ConversionCheck"]
 
 MODEL_KINDS = ("stbif", "bif", "if", "phase")
 
@@ -262,3 +263,69 @@ def generate_block(block, outdir, *, name: str | None = None, extra: dict | None
 
 
 __all__ += ["generate_block", "DEFAULT_HEAD", "random_qkv", "HeadCheck", "make_head", "simulate_head", "report_block"]
+
+
+# -- conversion ---------------------------------------------------------------------------------------------
+FLOWS = ("spikezip",)
+EMBEDDED_MODELS = {"spikezip": ("vit_qann_L8", "vit_qann_L16", "vit_qann_L32")}
+
+
+@dataclass
+class ConversionCheck:
+    """A converted network run on test images: accuracies, exactness and activity."""
+    images: int
+    source_accuracy: float
+    qann_accuracy: float
+    snn_accuracy: float
+    mismatched_images: int
+    first_mismatch: str
+    steps_mean: float
+    steps_max: int
+    quiescent: int
+    spikes_mean: float
+    sops_mean: float
+    overflows: int
+
+
+def convert(model="vit_qann_L8", flow: str = "spikezip", *, example=None, input_scale: float | None = None,
+            input_range: tuple[int, int] | None = None, weight_bits: int = 8):
+    """Convert ``model`` (an embedded checkpoint name or a ``torch.nn.Module``) with ``flow``.
+
+    For an embedded digits model the input encoding is known (counts of 1/16 in 0..16); for your own
+    module give ``example`` (one input batch), ``input_scale`` and ``input_range``.
+    Returns a validated :class:`spikeforge.sw.ir.Network`.
+    """
+    from .sw.convert.spikezip import SpikezipOptions, convert_spikezip
+    from .sw.models.digits import INPUT_SCALE, digits_split
+    from .sw.models.train import load
+    if flow not in FLOWS:
+        raise ValueError(f"flow {flow!r} is not available; choose one of {FLOWS}")
+    if isinstance(model, str):
+        if model not in EMBEDDED_MODELS[flow]:
+            raise ValueError(f"no embedded {flow} model {model!r}; choose one of {EMBEDDED_MODELS[flow]}")
+        model = load(model)
+        example = digits_split().x_test[:1] if example is None else example
+        input_scale = INPUT_SCALE if input_scale is None else input_scale
+        input_range = (0, 16) if input_range is None else input_range
+    if example is None or input_scale is None or input_range is None:
+        raise ValueError("a custom model needs example=, input_scale= and input_range=")
+    return convert_spikezip(model, example, SpikezipOptions(input_scale, tuple(input_range), weight_bits))
+
+
+def check_conversion(net, source: torch.nn.Module | None = None, *, images: int | None = None,
+                     max_steps: int = 400) -> ConversionCheck:
+    """Run ``net`` as integer QANN and as SNN on the digits test split (first ``images``) and compare."""
+    from .sw.models.digits import digits_split
+    from .sw.snn import compare_runs, run_qann, run_snn
+    data = digits_split()
+    x, y = data.x_test[:images], data.y_test[:images]
+    q, s = run_qann(net, x), run_snn(net, x, max_steps=max_steps)
+    bad, first = compare_runs(net, q, s)
+    src = float("nan")
+    if source is not None:
+        with torch.no_grad():
+            src = float((source.eval()(x).argmax(1) == y).float().mean())
+    acc = lambda out: float((out.argmax(1) == y).float().mean())   # noqa: E731
+    return ConversionCheck(len(x), src, acc(q.output), acc(s.output), bad, str(first) if first else "",
+                           float(s.steps.double().mean()), int(s.steps.max()), int(s.quiescent.sum()),
+                           float(s.spikes_total.double().mean()), float(s.acs.double().mean()), s.overflows)

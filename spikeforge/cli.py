@@ -70,8 +70,9 @@ def _core_options(f):
 def main():
     """spikeforge: spiking-transformer accelerator generator (PyTorch -> SNN -> RTL -> FPGA).
 
-    Available now: neuron cores and spiking attention heads (generate, simulate, report), golden
-    traces, the toolchain check and the demo. See README.md for the road map.
+    Available now: neuron cores and spiking attention heads (generate, simulate, report), model
+    conversion (spikezip flow), golden traces, the toolchain check and the demo. See README.md for the
+    road map.
     """
 
 
@@ -259,6 +260,55 @@ def report_attention(head, qkv, seed, which, device, freq, as_json):
     with console.status("synthesising (yosys) and placing/routing (nextpnr)..."):
         r = api.report_block(_head_block(head, which), device=device, target_mhz=freq)
     _print_report(r, as_json)
+
+
+@main.command()
+@click.option("--flow", type=click.Choice(api.FLOWS), default="spikezip", show_default=True)
+@click.option("--model", default="vit_qann_L8", show_default=True,
+              help="Embedded checkpoint (spikezip: vit_qann_L8, vit_qann_L16, vit_qann_L32).")
+@click.option("--weight-bits", type=int, default=8, show_default=True, help="Signed width of integer weights.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default="out/network.json", show_default=True,
+              help="Where to write the converted network (IR, JSON).")
+@click.option("--images", type=int, default=None, help="Test images to check (default: the whole test split).")
+@click.option("--traces", type=click.Path(file_okay=False), default=None,
+              help="Also dump per-layer golden traces (first test image) into this folder.")
+@click.option("--layers", is_flag=True, help="Print one row per node of the network.")
+def convert(flow, model, weight_bits, out, images, traces, layers):
+    """Convert an embedded model to a spiking network, check SNN == integer QANN on the test split."""
+    from .sw.models.train import load
+    try:
+        net = api.convert(model, flow, weight_bits=weight_bits)
+    except ValueError as e:      # UnsupportedModelError and option errors carry the full explanation
+        raise click.UsageError(str(e)) from None
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net.save(path)
+    if layers:
+        table = Table("node", "op", "shape", "weights", "detail", "origin")
+        for r in net.summary():
+            table.add_row(r["name"], r["op"], "x".join(map(str, r["shape"])), str(r["weights"]), r["detail"],
+                          r["origin"])
+        console.print(table)
+    with console.status(f"running the integer QANN and the SNN on {images or 'all'} test images..."):
+        c = api.check_conversion(net, load(model), images=images)
+    table = Table("", "value", title=f"{flow}: {model} -> {path}")
+    table.add_row("nodes / neurons", f"{len(net.nodes)} / {sum(n.size for n in net.neurons())}")
+    table.add_row("accuracy: source QANN / integer QANN / SNN",
+                  f"{100 * c.source_accuracy:.2f} / {100 * c.qann_accuracy:.2f} / {100 * c.snn_accuracy:.2f} %")
+    exact = c.mismatched_images == 0
+    table.add_row("SNN vs integer QANN", f"[green]bit-exact on {c.images} images[/]" if exact else
+                  f"[red]{c.mismatched_images} of {c.images} images differ: {c.first_mismatch}[/]")
+    table.add_row("steps to quiescence mean / max", f"{c.steps_mean:.1f} / {c.steps_max} "
+                  f"({c.quiescent}/{c.images} quiescent)")
+    table.add_row("spikes / SOPs per inference", f"{c.spikes_mean:.0f} / {c.sops_mean:.0f}")
+    table.add_row("overflows", str(c.overflows))
+    console.print(table)
+    if traces:
+        from .sim.network_trace import dump_network_traces
+        from .sw.models.digits import digits_split
+        paths = dump_network_traces(net, digits_split().x_test[:1], traces)
+        console.print(f"wrote {len(paths)} layer traces and index.json to {traces}")
+    sys.exit(0 if exact and c.quiescent == c.images else 1)
 
 
 @main.group()

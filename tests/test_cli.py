@@ -11,7 +11,7 @@ from spikeforge.cli import main
 
 COMMANDS = [[], ["doctor"], ["generate"], ["generate", "core"], ["simulate"], ["simulate", "core"], ["report"],
             ["report", "core"], ["generate", "attention"], ["simulate", "attention"], ["report", "attention"],
-            ["trace"], ["trace", "show"], ["trace", "diff"], ["demo"]]
+            ["trace"], ["trace", "show"], ["trace", "diff"], ["demo"], ["convert"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "spikeforge")
@@ -87,3 +87,19 @@ def test_generate_attention_block(tmp_path):
 def test_attention_bad_parameters_are_usage_errors():
     r = CliRunner().invoke(main, ["simulate", "attention", "--B", "1.0", "--simulator", "none"])
     assert r.exit_code == 2 and "B=1.0" in r.output
+
+
+def test_convert_writes_a_loadable_network_and_checks_it(tmp_path):
+    from spikeforge.sw.ir import Network
+    r = CliRunner().invoke(main, ["convert", "--images", "8", "-o", str(tmp_path / "net.json"),
+                                  "--traces", str(tmp_path / "traces")])
+    assert r.exit_code == 0, r.output
+    assert "bit-exact on 8 images" in r.output
+    net = Network.load(tmp_path / "net.json")
+    assert (tmp_path / "traces" / "index.json").exists()
+    assert len(list((tmp_path / "traces").glob("*.npz"))) == len(net.neurons())
+
+
+def test_convert_refuses_unknown_model_with_the_choices():
+    r = CliRunner().invoke(main, ["convert", "--model", "resnet50"])
+    assert r.exit_code == 2 and "vit_qann_L16" in r.output
