@@ -5,9 +5,8 @@ transformer trained on scikit-learn's digits.
     python benchmarks/attention_accuracy.py            # writes docs/results/attention_accuracy.{md,json,png}
 
 Random data: 1000 rows of 49 keys with scores from N(0, 2^2) (the reference setting of algorithms.md),
-and 32 random heads (16 tokens, head dim 16, q/k/v from N(0, 1)). Real data: q, k, v of every head of a
-2-block transformer trained here on digits (deterministic seeds, about half a minute on 2 cores), on
-64 test images.
+and 32 random heads (16 tokens, head dim 16, q/k/v from N(0, 1)). Real data: q, k, v of every head of
+the embedded digits transformer (``vit_ln``, spikeforge.sw.models) on 64 test images.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from spikeforge.sw.attention import (channel_scales, phase_matmul, spike_steps, spiked_attention,
                                      spiked_attention_fixed, woss_softmax, woss_softmax_fixed)
@@ -31,67 +29,29 @@ BS = (1.1, 1.15, 1.25, 1.4, 2.0)
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
-# -- a small real model ------------------------------------------------------------------------------
-class TinyViT(nn.Module):
-    """Digits (8x8) as 16 patches of 2x2, 2 pre-norm blocks, 2 heads of dim 16, ReLU MLP."""
-
-    def __init__(self, dim=32, heads=2, depth=2):
-        super().__init__()
-        self.heads = heads
-        self.embed = nn.Linear(4, dim)
-        self.pos = nn.Parameter(torch.zeros(16, dim))
-        self.blocks = nn.ModuleList()
-        for _ in range(depth):
-            self.blocks.append(nn.ModuleDict({"n1": nn.LayerNorm(dim), "qkv": nn.Linear(dim, 3 * dim),
-                                              "proj": nn.Linear(dim, dim), "n2": nn.LayerNorm(dim),
-                                              "mlp": nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(),
-                                                                   nn.Linear(2 * dim, dim))}))
-        self.head = nn.Linear(dim, 10)
-
-    @staticmethod
-    def patches(x):
-        return x.reshape(-1, 4, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(-1, 16, 4)
-
-    def forward(self, x, record=None):
-        h = self.embed(self.patches(x)) + self.pos
-        for blk in self.blocks:
-            y = blk["n1"](h)
-            n, t, d = y.shape
-            q, k, v = blk["qkv"](y).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-            if record is not None:
-                record.append((q.detach(), k.detach(), v.detach()))
-            a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v
-            h = h + blk["proj"](a.transpose(1, 2).reshape(n, t, d))
-            h = h + blk["mlp"](blk["n2"](h))
-        return self.head(h.mean(1))
-
-
+# -- the embedded model ------------------------------------------------------------------------------
 def digits_attention(images: int = 64):
-    from sklearn.datasets import load_digits
-    torch.manual_seed(0)
-    data = load_digits()
-    x = torch.tensor(data.images / 16.0, dtype=torch.float32)
-    y = torch.tensor(data.target)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    train, test = perm[:1500], perm[1500:]
-    model = TinyViT()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(30):
-        order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch))]
-        for i in range(0, len(order), 64):
-            idx = order[i:i + 64]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    """q, k, v of every head of the embedded digits transformer (``vit_ln``) on the first test images."""
+    from spikeforge.sw.models.digits import digits_split
+    from spikeforge.sw.models.train import accuracy, load
+    data = digits_split()
+    model = load("vit_ln")
+    record = {}
+    hooks = [getattr(blk.attn, name).register_forward_hook(
+        lambda mod, inp, out, key=(i, name): record.__setitem__(key, out.detach()))
+        for i, blk in enumerate(model.blocks) for name in ("q", "k", "v")]
     with torch.no_grad():
-        acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
-        record = []
-        model(x[test[:images]], record)
-    q = torch.cat([r[0] for r in record], 1).double().flatten(0, 1)   # [images*layers*heads, 16, 16]
-    k = torch.cat([r[1] for r in record], 1).double().flatten(0, 1)
-    v = torch.cat([r[2] for r in record], 1).double().flatten(0, 1)
-    return q, k, v, acc
+        model(data.x_test[:images])
+    for h in hooks:
+        h.remove()
+    heads = model.blocks[0].attn.heads
+
+    def split(t):                                  # [N, tokens, dim] -> [N * heads, tokens, head_dim]
+        n, tok, d = t.shape
+        return t.reshape(n, tok, heads, d // heads).transpose(1, 2).reshape(n * heads, tok, d // heads)
+    q, k, v = (torch.cat([split(record[(i, name)]) for i in range(len(model.blocks))]).double()
+               for name in ("q", "k", "v"))
+    return q, k, v, accuracy(model, data.x_test, data.y_test)
 
 
 # -- error measurements ---------------------------------------------------------------------------------
@@ -218,8 +178,8 @@ def main(argv=None):
           "*float* = the paper's rule in float64 (sw/attention), *bit-exact* = the fixed-point model the RTL "
           "computes, *mean added* = how much the bit-exact model raises the float rule's mean error.", "",
           "Data: *random* = 1000 rows x 49 keys, scores ~ N(0, 2^2) (WOSS), 32 heads of 16 tokens x dim 16 with "
-          "q, k, v ~ N(0, 1) (QK^T, head); *digits* = q, k, v of all 4 heads of a 2-block transformer trained on "
-          f"scikit-learn digits (test accuracy {digits_acc:.3f}), 64 test images. Phase-coding scales are per "
+          "q, k, v ~ N(0, 1) (QK^T, head); *digits* = q, k, v of all 4 heads of the embedded digits transformer "
+          f"`vit_ln` (spikeforge.sw.models; test accuracy {digits_acc:.3f}), 64 test images. Phase-coding scales are per "
           "channel, max |x| over the data; temperature 1/sqrt(16).", "",
           "![error vs T, B](attention_accuracy.png)", ""]
     md += _table(rows, "WOSS softmax vs exact softmax, random scores (reference: T=40 B=1.15 max 0.040 mean "

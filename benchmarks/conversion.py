@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from spikeforge.sw.convert.spikezip import SpikezipOptions, convert_spikezip
 from spikeforge.sw.energy import mac_ac_energy
 from spikeforge.sw.models.digits import INPUT_SCALE, digits_split
@@ -71,7 +69,8 @@ def spikezip_rows(log=print) -> list[dict]:
 def _md(rows, seconds) -> str:
     lines = ["# Conversion results (digits)", "",
              f"Produced by `python benchmarks/conversion.py` ({seconds:.0f} s on the 2-core machine). Test split: "
-             f"{rows[0]['images']} images (scikit-learn digits, fixed stratified split, `spikeforge.sw.models.digits`).",
+             f"{rows[0]['images']} images (scikit-learn digits, fixed stratified split, "
+             "`spikeforge.sw.models.digits`).",
              "", "## spikezip (QANN -> ST-BIF, exact)", "",
              "Models: `vit_qann_L{8,16,32}` (LSQ QANNs fine-tuned from the float `vit_ln`, "
              "`sw/models/train.py`). *int QANN* is the integer network the IR stands for (integer weights with "
@@ -82,7 +81,8 @@ def _md(rows, seconds) -> str:
              "spikes | SOPs (AC) | input MACs | ANN MACs | E ANN (uJ) | E SNN (uJ) | SNN img/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['levels']} | {r['weight_bits']} | {100 * r['float_ann']:.2f} | {100 * r['float_qann']:.2f} | "
+        lines.append(f"| {r['levels']} | {r['weight_bits']} | {100 * r['float_ann']:.2f} | "
+                     f"{100 * r['float_qann']:.2f} | "
                      f"{100 * r['int_qann']:.2f} | {100 * r['snn']:.2f} | {r['mismatched_images']} / {r['images']} | "
                      f"{r['steps_mean']:.1f} / {r['steps_max']} | {r['spikes']:.0f} | {r['sops']:.3g} | "
                      f"{r['input_macs']:.0f} | {r['ann_macs']:.3g} | {r['energy_ann_uj']:.2f} | "

@@ -123,7 +123,8 @@ def _kind_of(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str | None, 
                 return None, what, (f"{name} has no exact spiking equivalent", _RELU_ALT)
         if isinstance(m, nn.MultiheadAttention):
             return None, what, ("a fused attention module hides its q/k/v projections and softmax from the converter",
-                                "write attention with nn.Linear, @ and softmax (see spikeforge.sw.models.vit.Attention)")
+                                "write attention with nn.Linear, @ and softmax "
+                                "(see spikeforge.sw.models.vit.Attention)")
         if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
             return None, what, ("max pooling is not converted (a spike count has no exact running maximum)",
                                 "use a strided nn.Conv2d or mean pooling (x.mean(dim))")

@@ -338,8 +338,8 @@ class _Spikezip(LoweringInterpreter):
             if x.kind == "layernorm":
                 params["eps"] = x.extra["eps"]
                 arrays = {"gamma": x.extra["gamma"], "beta": x.extra["beta"]}
-            unit = self.add_node(x.origin.split(" ")[0] + ("" if x.kind == "layernorm" else ".softmax"), x.kind, [Port(x.source, x.gather)], (r, c), x.origin,
-                                 params, arrays)
+            unit_name = x.origin.split(" ")[0] + ("" if x.kind == "layernorm" else ".softmax")
+            unit = self.add_node(unit_name, x.kind, [Port(x.source, x.gather)], (r, c), x.origin, params, arrays)
             model = _stbif(1, q.n_min, q.n_max, q.n_max - q.n_min)
             inputs, size = [Port(unit.name)], r * c
         else:
