@@ -261,3 +261,50 @@ def test_weights_that_cannot_fit_name_the_layer_and_the_fix():
     model = _Mlp(*(torch.randn(*s, generator=g) * 4 for s in ((8, 6), (8,), (5, 8), (5,), (3, 5))), 1.0, 0.05, 8)
     with pytest.raises(UnsupportedModelError, match=r"q2 .*more than weight_bits=4.*raise weight_bits"):
         convert_spikezip(model.eval(), torch.zeros(1, 6), SpikezipOptions(0.25, (-7, 7), weight_bits=4))
+
+
+class _Branches(nn.Module):
+    """One linear output used twice: through ReLU into an unsigned quantizer and straight into a signed one."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.q_in, self.q_pos, self.q_lin = Quantizer(16), Quantizer(16, signed=False), Quantizer(16)
+        for q, s in ((self.q_in, 0.25), (self.q_pos, 0.3), (self.q_lin, 0.3)):
+            q.step.data.fill_(s)
+
+    def forward(self, x):
+        y = self.l1(self.q_in(x))
+        return self.l2(self.q_pos(torch.relu(y)) + self.q_lin(y * 1.0))
+
+
+def test_a_value_used_twice_is_lowered_independently_per_use():
+    model = _Branches().eval()
+    x = torch.randint(-8, 8, (32, 4), generator=torch.Generator().manual_seed(3)).float() * 0.25
+    with pytest.raises(UnsupportedModelError, match="different quantizer steps"):   # 0.3 vs 0.3 is fine ...
+        model.q_lin.step.data.fill_(0.2)                                             # ... 0.3 vs 0.2 is not
+        convert_spikezip(model, x[:1], SpikezipOptions(0.25, (-8, 7), weight_bits=10))
+    model.q_lin.step.data.fill_(0.3)
+    net = convert_spikezip(model, x[:1], SpikezipOptions(0.25, (-8, 7), weight_bits=10))
+    assert [n.params["model"]["s_min"] for n in net.neurons()] == [-8, 0, -8]     # the ReLU went to one use only
+    bad, first = compare_runs(net, run_qann(net, x), run_snn(net, x))
+    assert bad == 0, str(first)
+
+
+class _BadQann(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.act, self.q1, self.q2 = nn.Linear(4, 4), nn.GELU(), Quantizer(8), Quantizer(8, signed=False)
+        self.q1.step.data.fill_(0.5)
+        self.q2.step.data.fill_(0.5)
+
+    def forward(self, x):
+        pos = self.q2(torch.relu(self.l1(x)))
+        return pos + self.act(self.q1(torch.relu(self.l1(x)))) - pos      # GELU, ReLU into signed q1, subtraction
+
+
+def test_front_end_and_context_problems_come_in_one_report():
+    with pytest.raises(UnsupportedModelError) as e:
+        convert_spikezip(_BadQann(), torch.zeros(1, 4), SpikezipOptions(0.5, (-4, 3)))
+    msg = str(e.value)
+    assert "nn.GELU" in msg and "subtraction" in msg and "ReLU followed by a signed quantizer" in msg, msg

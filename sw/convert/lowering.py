@@ -59,9 +59,10 @@ class LoweringInterpreter(fx.Interpreter):
     Layout and shape nodes are handled here by executing them on the values' index tensors.
     """
 
-    def __init__(self, tm: TracedModel, example_shape: tuple[int, ...]):
+    def __init__(self, tm: TracedModel, example_shape: tuple[int, ...], refused=()):
         super().__init__(tm.graph)
         self.tm = tm
+        self.refused = set(refused)                        # kinds the flow reports through check_supported
         self.example_shape = tuple(example_shape)
         self.nodes: list[Node] = []
         self.names: set[str] = set()
@@ -89,10 +90,9 @@ class LoweringInterpreter(fx.Interpreter):
 
     # -- fx hooks -----------------------------------------------------------------------------------
     def run_node(self, n: fx.Node):
-        self._current = n
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         kind = self.tm.kinds.get(n.name)
-        if kind is None:                                   # unsupported: already listed by the front end
+        if kind is None or kind in self.refused:           # listed by the front end / check_supported
             return Poison(identity_index((1,)))
         if any(isinstance(a, Poison) for a in _flat(args, kwargs)):
             return Poison(identity_index((1,)))

@@ -21,7 +21,8 @@ What the flow converts (source pattern -> IR):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from ..ir import Network, Port
 from ..neurons import StBif
 from ..quant import Quantizer
 from .frontend import TracedModel, UnsupportedModelError, check_supported, trace
-from .lowering import LoweringInterpreter, Sym, flat_index, identity_index, is_number
+from .lowering import LoweringInterpreter, Poison, Sym, flat_index, identity_index, is_number
 
 __all__ = ["convert_spikezip", "SpikezipOptions"]
 
@@ -126,11 +127,38 @@ def _stbif(theta: int, n_min: int, n_max: int, x_bound: int) -> StBif:
                  v_width=signed_width_for(-v_bound, v_bound))
 
 
+_REFUSED = {
+    "batchnorm": ("spikezip converts LayerNorm transformers (SpikeZIP-TF); BatchNorm models are the "
+                  "spikedattention flow's input", "use nn.LayerNorm, or convert with the spikedattention flow"),
+    "conv2d": ("the spikezip flow converts transformers", "use the crnn flow for convolutional networks"),
+    "sub": ("subtraction of activations is not converted", "add a negated weight instead"),
+    "neg": ("negation of activations is not converted", "fold the sign into the preceding linear layer"),
+}
+
+
 class _Spikezip(LoweringInterpreter):
     def __init__(self, tm: TracedModel, example_shape, opts: SpikezipOptions):
-        super().__init__(tm, example_shape)
+        super().__init__(tm, example_shape, refused=_REFUSED)
         self.opts = opts
         self.lim = (1 << (opts.weight_bits - 1)) - 1
+        calls = Counter(m.target for m in tm.graph.graph.nodes if m.op == "call_module")
+        self.shared = {t for t, k in calls.items() if k > 1}
+
+    def _linear_node(self, n, x: PendingLinear, unit: float):
+        """Emit ``x`` as an integer ``linear`` node whose output unit is ``unit / theta``, with ``theta`` as
+        large as ``weight_bits`` allows; returns ``(node, weight, bias, theta)`` or a :class:`Poison`."""
+        coef = x.weight / unit
+        theta = _theta_for(float(np.abs(coef).max(initial=0)), self.lim)
+        w = np.round(coef * theta).astype(np.int64)
+        if np.abs(w).max(initial=0) > self.lim:
+            top = int(np.abs(w).max())
+            return self.fail(n, f"weights need {signed_width_for(-top, top)} bits at threshold 1, more than "
+                             f"weight_bits={self.opts.weight_bits}", "raise weight_bits")
+        r, m = x.gather.shape[0], w.shape[0]
+        bias = np.round(x.bias / unit * theta).astype(np.int64).reshape(r, m)
+        node = self.add_node(x.origin.split(" ")[0], "linear", [Port(x.src.node, x.gather)], (r, m), x.origin,
+                             {"weight_bits": self.opts.weight_bits}, {"weight": w, "bias": bias})
+        return node, w, bias, theta
 
     # -- sources ----------------------------------------------------------------------------------------
     def lower_input(self, n, args, kwargs):
@@ -158,8 +186,9 @@ class _Spikezip(LoweringInterpreter):
             a, b = b, a
         if isinstance(a, PendingLinear) and (isinstance(b, torch.Tensor) or is_number(b)):
             const = torch.broadcast_to(torch.as_tensor(b, dtype=torch.float64), a.shape)
-            np.add.at(a.bias, flat_index(a.idx), const.reshape(-1).numpy())
-            return a
+            bias = a.bias.copy()
+            np.add.at(bias, flat_index(a.idx), const.reshape(-1).numpy())
+            return replace(a, bias=bias)
         if isinstance(a, Counts) and isinstance(b, Counts):
             if a.shape != b.shape:
                 return self.fail(n, f"residual add of shapes {a.shape} and {b.shape} (broadcasting is not "
@@ -180,11 +209,9 @@ class _Spikezip(LoweringInterpreter):
             return self.fail(n, f"scaling by {c!r}: only positive constant factors are converted",
                              "scale by a positive Python number")
         if isinstance(x, PendingLinear):
-            x.weight, x.bias = x.weight * c, x.bias * c
-            return x
+            return replace(x, weight=x.weight * c, bias=x.bias * c)
         if isinstance(x, (Counts, PendingProduct)):
-            x.scale = x.scale * c
-            return x
+            return replace(x, scale=x.scale * c)
         return self.fail(n, "scaling is converted only on spikes, products and linear outputs",
                          "move the factor into the preceding linear layer")
 
@@ -256,8 +283,7 @@ class _Spikezip(LoweringInterpreter):
     def lower_relu(self, n, args, kwargs):
         x = args[0]
         if isinstance(x, (PendingLinear, PendingProduct, PendingUnit)):
-            x.relu = True
-            return x
+            return replace(x, relu=True)
         return self.fail(n, "a ReLU must sit between a layer and its quantizer (it becomes the unsigned neuron)",
                          "order the layers as Linear -> ReLU -> Quantizer(levels, signed=False)")
 
@@ -295,8 +321,7 @@ class _Spikezip(LoweringInterpreter):
             return self.fail(n, f"quantizer step {s} is not positive (untrained quantizer?)",
                              "train the QANN (LSQ initialises the step on the first batch)")
         origin = self.origin(n)
-        shared = sum(1 for m in self.tm.graph.graph.nodes if m.op == "call_module" and m.target == n.target) > 1
-        name = (getattr(x, "origin", "").split(" ")[0] + "_quant") if shared else str(n.target)
+        name = (getattr(x, "origin", "").split(" ")[0] + "_quant") if n.target in self.shared else str(n.target)
         if isinstance(x, Counts):     # requantizing spikes / the input: a one-weight linear layer per neuron
             rows = x.idx.reshape(-1, 1).numpy().copy()
             x = PendingLinear(identity_index(x.shape), src=x, gather=rows, weight=np.array([[x.scale]]),
@@ -304,22 +329,13 @@ class _Spikezip(LoweringInterpreter):
         if getattr(x, "relu", False) and q.signed:
             return self.fail(n, "a ReLU followed by a signed quantizer", "use Quantizer(levels, signed=False)")
         if isinstance(x, PendingLinear):
-            coef = x.weight / s
-            theta = _theta_for(float(np.abs(coef).max(initial=0)), self.lim)
-            w = np.round(coef * theta).astype(np.int64)
-            if np.abs(w).max(initial=0) > self.lim:
-                return self.fail(n, f"weights need {signed_width_for(-int(np.abs(w).max()), int(np.abs(w).max()))} "
-                                 f"bits at threshold 1, more than weight_bits={self.opts.weight_bits}",
-                                 "raise weight_bits")
-            bias = np.round(x.bias / s * theta).astype(np.int64)
-            r, m = x.gather.shape[0], w.shape[0]
-            lin = self.add_node(x.origin.split(" ")[0], "linear", [Port(x.src.node, x.gather)], (r, m), x.origin,
-                                {"weight_bits": self.opts.weight_bits},
-                                {"weight": w, "bias": bias.reshape(r, m)})
-            x_bound = int((np.abs(w).sum(1)[None, :] * x.src.bound + np.abs(bias.reshape(r, m))).max())
+            emitted = self._linear_node(n, x, s)
+            if isinstance(emitted, Poison):
+                return emitted
+            lin, w, bias, theta = emitted
+            x_bound = int((np.abs(w).sum(1)[None, :] * x.src.bound + np.abs(bias)).max())
             model = _stbif(theta, q.n_min, q.n_max, x_bound)
-            inputs = [Port(lin.name)]
-            size = r * m
+            inputs, size = [Port(lin.name)], lin.size
         elif isinstance(x, PendingProduct):
             coef = x.scale / s
             theta = _theta_for(coef, self.lim)
@@ -350,15 +366,13 @@ class _Spikezip(LoweringInterpreter):
         return Counts(x.idx, neuron.name, s, q.n_min, q.n_max)
 
     # -- the network output ------------------------------------------------------------------------------
-    def readout(self, out) -> tuple[str, float, tuple]:
+    def readout(self, n, out) -> tuple[str, float, tuple]:
+        """The output node, the value of one output unit and the output shape (``""`` if not convertible)."""
         if isinstance(out, PendingLinear):
-            theta = _theta_for(float(np.abs(out.weight).max(initial=0)), self.lim)
-            w = np.round(out.weight * theta).astype(np.int64)
-            bias = np.round(out.bias * theta).astype(np.int64)
-            r, m = out.gather.shape[0], w.shape[0]
-            node = self.add_node(out.origin.split(" ")[0], "linear", [Port(out.src.node, out.gather)], (r, m),
-                                 out.origin, {"weight_bits": self.opts.weight_bits},
-                                 {"weight": w, "bias": bias.reshape(r, m)})
+            emitted = self._linear_node(n, out, 1.0)
+            if isinstance(emitted, Poison):
+                return "", 1.0, ()
+            node, _, _, theta = emitted
             return node.name, 1.0 / theta, out.shape
         if isinstance(out, Counts) and torch.equal(out.idx.reshape(-1), torch.arange(out.idx.numel())):
             return out.node, out.scale, out.shape
@@ -374,14 +388,8 @@ def convert_spikezip(model: nn.Module, example: torch.Tensor, opts: SpikezipOpti
     """
     model = model.eval()
     tm = trace(model)
-    check_supported(tm, "spikezip", refuse={
-        "batchnorm": ("spikezip converts LayerNorm transformers (SpikeZIP-TF); BatchNorm models are the "
-                      "spikedattention flow's input", "use nn.LayerNorm, or convert with the spikedattention flow"),
-        "conv2d": ("the spikezip flow converts transformers", "use the crnn flow for convolutional networks"),
-        "sub": ("subtraction of activations is not converted", "add a negated weight instead"),
-        "neg": ("negation of activations is not converted", "fold the sign into the preceding linear layer"),
-    })
     if not any(isinstance(m, Quantizer) for m in model.modules()):
+        check_supported(tm, "spikezip", refuse=_REFUSED)       # what the float model must change first
         raise UnsupportedModelError("spikezip", [tm.problem(next(iter(tm.graph.graph.nodes)),
                                     "the model has no Quantizer: spikezip converts a QANN",
                                     "insert LSQ quantizers (spikeforge.sw.quant) and fine-tune, or use the "
@@ -389,11 +397,13 @@ def convert_spikezip(model: nn.Module, example: torch.Tensor, opts: SpikezipOpti
     low = _Spikezip(tm, tuple(example.shape), opts)
     with torch.no_grad():
         out = low.run(torch.zeros(1))
-    out_node, out_scale, out_shape = low.readout(out) if not low.problems else ("", 1.0, ())
-    if not low.problems and not out_node:
-        low.problems.append(tm.problem(list(tm.graph.graph.nodes)[-1], "the model's output is not a linear "
-                            "readout or a quantized value", "end the model with nn.Linear"))
-    check_supported(tm, "spikezip", extra=low.problems)
+    last = list(tm.graph.graph.nodes)[-1]
+    out_node, out_scale, out_shape = low.readout(last, out)
+    if not out_node and not isinstance(out, Poison) and not low.problems:
+        low.problems.append(tm.problem(last, "the model's output is not a linear readout or a quantized value",
+                                       "end the model with nn.Linear"))
+    # front-end problems and the ones only the lowering sees, in one report
+    check_supported(tm, "spikezip", refuse=_REFUSED, extra=low.problems)
     net = Network("spikezip", low.nodes, out_node, out_scale,
                   {"source": type(model).__name__, "output_shape": list(out_shape),
                    "weight_bits": opts.weight_bits,

@@ -20,6 +20,7 @@ import argparse
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -77,7 +78,7 @@ def _fit(model: nn.Module, epochs: int, lr: float, seed: int, teacher: nn.Module
     return model
 
 
-def _float_vit(norm: str, log=print) -> DigitsViT:
+def _float_vit(norm: str, log=print, directory: Path = CHECKPOINTS) -> DigitsViT:
     torch.manual_seed(0)
     return _fit(DigitsViT(norm=norm), epochs=40, lr=3e-3, seed=1, log=log)
 
@@ -90,10 +91,8 @@ def _qann_vit(levels: int, log=print, directory: Path = CHECKPOINTS) -> DigitsVi
     return _fit(student, epochs=20, lr=1e-3, seed=levels, teacher=teacher, log=log)
 
 
-RECIPES = {"vit_ln": lambda log=print, directory=CHECKPOINTS: _float_vit("layernorm", log),
-           "vit_bn": lambda log=print, directory=CHECKPOINTS: _float_vit("batchnorm", log)}
-RECIPES.update({f"vit_qann_L{L}": (lambda L: lambda log=print, directory=CHECKPOINTS: _qann_vit(L, log, directory))(L)
-                for L in QANN_LEVELS})
+RECIPES = {"vit_ln": partial(_float_vit, "layernorm"), "vit_bn": partial(_float_vit, "batchnorm")}
+RECIPES.update({f"vit_qann_L{L}": partial(_qann_vit, L) for L in QANN_LEVELS})
 
 
 def train(name: str, log=print, directory: Path = CHECKPOINTS) -> nn.Module:
