@@ -18,7 +18,13 @@ Operators (``op``; the docs/conversion.md table has the full contract):
 ``softmax``     accumulate-and-difference softmax unit: emits level increments of ``Q(softmax)``
 ``layernorm``   accumulate-and-difference LayerNorm unit: emits level increments of ``Q(LN)``
 ``sum``         sum over the last gathered axis (token pooling)
+``attention``   spiked attention heads (SpikedAttention): trace-matmul QK^T, WOSS softmax, A·V, division
+``delay``       the input spikes, ``windows`` phase windows later (a FIFO on a residual path)
+``integrator``  phase-window accumulator ``v = B*(v + x)`` read out as a potential (the network head)
 ==============  ==================================================================================
+
+Neuron layers of the phase flow (``model`` kind ``phase``) carry a per-neuron ``scale`` array (the value
+of a spike at step 0) and the ``window`` they integrate in; count-coded layers carry ``step``.
 
 Files are JSON (one node per line, arrays as flat integer or float lists) with a format tag and a
 version; :meth:`Network.load` validates everything and reports *all* problems in one error.
@@ -107,15 +113,18 @@ class OpSpec:
 OPS: dict[str, OpSpec] = {
     "input": OpSpec((0, 0), (), ("scale", "encoding", "low", "high")),
     "linear": OpSpec((1, 1), (2,), ("weight_bits",), ("weight",), ("bias",)),
-    "neuron": OpSpec((1, 1), None, ("model", "step")),
+    "neuron": OpSpec((1, 1), None, ("model",), (), ("scale",)),
     "add": OpSpec((2, 64), None),
     "matmul": OpSpec((2, 2), (3, 3), ("gain",)),
     "softmax": OpSpec((1, 1), (2,), ("in_scale", "out_step", "n_min", "n_max")),
     "layernorm": OpSpec((1, 1), (2,), ("in_scale", "out_step", "n_min", "n_max", "eps"), ("gamma", "beta")),
     "sum": OpSpec((1, 1), (2,)),
+    "attention": OpSpec((3, 3), (3, 3, 3), ("heads", "window"), (), ()),
+    "delay": OpSpec((1, 1), None, ("windows", "T")),
+    "integrator": OpSpec((1, 1), None, ("model", "scale", "window")),
 }
 
-_ENCODINGS = ("analog",)
+_ENCODINGS = ("analog",)     # integer counts x/scale delivered at step 0
 
 
 def gathered_shape(node: Node, k: int, source_size: int) -> tuple[int, ...]:
@@ -229,6 +238,9 @@ def _check_linear(node, ins, where, problems):
             problems.append(f"{where}: weight magnitude {int(np.abs(w).max())} overflows weight_bits={bits} "
                             f"(limit {lim}); convert with more weight bits")
     _int_array(node, "bias", where, problems, shape=(r, w.shape[0]))
+    shift = node.params.get("shift", 0)
+    if not (isinstance(shift, int) and 0 <= shift <= 48):
+        problems.append(f"{where}: shift={shift!r} must be an integer in 0..48")
 
 
 def _check_neuron(node, ins, where, problems):
@@ -236,12 +248,28 @@ def _check_neuron(node, ins, where, problems):
     if node.shape != ins[0]:
         problems.append(f"{where}: output shape {node.shape} must equal its input shape {ins[0]}")
     try:
-        model_from_dict(node.params.get("model", {}))
+        model = model_from_dict(node.params.get("model", {}))
     except (TypeError, ValueError) as e:
         problems.append(f"{where}: neuron model: {e}")
+        return
+    if model.kind == "phase":
+        scale = node.arrays.get("scale")
+        if scale is None or tuple(scale.shape) != (node.size,):
+            problems.append(f"{where}: a phase-coded layer needs a 'scale' array of {node.size} values "
+                            "(the value of a spike at step 0, per neuron)")
+        elif not (np.isfinite(scale).all() and (scale > 0).all()):
+            problems.append(f"{where}: scale values must be finite and positive")
+        _check_window(node, where, problems)
+        return
     step = node.params.get("step")
     if not (isinstance(step, (int, float)) and step > 0 and math.isfinite(step)):
         problems.append(f"{where}: step (value of one spike) must be a positive number, got {step!r}")
+
+
+def _check_window(node, where, problems):
+    w = node.params.get("window")
+    if not (isinstance(w, int) and w >= 0):
+        problems.append(f"{where}: window (phase window the node integrates in) must be an integer >= 0, got {w!r}")
 
 
 def _check_add(node, ins, where, problems):
@@ -286,8 +314,56 @@ def _check_sum(node, ins, where, problems):
         problems.append(f"{where}: output shape {node.shape} must be (rows,) = {(ins[0][0],)}")
 
 
+def _check_attention(node, ins, where, problems):
+    from .attention import SpikedHeadFormat
+    (g, r, d), (g2, c, d2), (g3, c2, e) = ins
+    if not (g == g2 == g3 and d == d2 and c == c2):
+        problems.append(f"{where}: q [G,R,D]={ins[0]}, k [G,C,D]={ins[1]} and v [G,C,E]={ins[2]} do not match")
+        return
+    if node.shape != (g, r, e):
+        problems.append(f"{where}: output shape {node.shape} must be (G, R, E) = {(g, r, e)}")
+    heads = node.params.get("heads")
+    if not (isinstance(heads, list) and len(heads) == g):
+        problems.append(f"{where}: 'heads' must list one head format per group ({g})")
+        return
+    for i, h in enumerate(heads):
+        try:
+            fmt = SpikedHeadFormat.from_params(h)
+        except (TypeError, ValueError, KeyError) as err:
+            problems.append(f"{where}: head {i}: {err}")
+            continue
+        if (fmt.rows, fmt.keys, fmt.dim, fmt.dim_v) != (r, c, d, e):
+            problems.append(f"{where}: head {i} is sized rows={fmt.rows}, keys={fmt.keys}, dim={fmt.dim}, "
+                            f"dim_v={fmt.dim_v}; the inputs give {(r, c, d, e)}")
+    _check_window(node, where, problems)
+
+
+def _check_delay(node, ins, where, problems):
+    if node.shape != ins[0]:
+        problems.append(f"{where}: output shape {node.shape} must equal its input shape {ins[0]}")
+    w, t = node.params.get("windows"), node.params.get("T")
+    if not (isinstance(w, int) and w >= 1 and isinstance(t, int) and t >= 1):
+        problems.append(f"{where}: windows={w!r} and T={t!r} must be integers >= 1")
+
+
+def _check_integrator(node, ins, where, problems):
+    from .neurons import model_from_dict
+    if node.shape != ins[0]:
+        problems.append(f"{where}: output shape {node.shape} must equal its input shape {ins[0]}")
+    try:
+        if model_from_dict(node.params.get("model", {})).kind != "phase":
+            problems.append(f"{where}: an integrator uses a phase model's accumulator")
+    except (TypeError, ValueError) as e:
+        problems.append(f"{where}: model: {e}")
+    sc = node.params.get("scale")
+    if not (isinstance(sc, (int, float)) and sc > 0 and math.isfinite(sc)):
+        problems.append(f"{where}: scale must be a positive number, got {sc!r}")
+    _check_window(node, where, problems)
+
+
 _CHECKS = {"input": _check_input, "linear": _check_linear, "neuron": _check_neuron, "add": _check_add,
-           "matmul": _check_matmul, "softmax": _check_unit, "layernorm": _check_unit, "sum": _check_sum}
+           "matmul": _check_matmul, "softmax": _check_unit, "layernorm": _check_unit, "sum": _check_sum,
+           "attention": _check_attention, "delay": _check_delay, "integrator": _check_integrator}
 
 
 # -- the network ------------------------------------------------------------------------------------------
@@ -352,9 +428,23 @@ class Network:
             extra = ""
             if n.op == "neuron":
                 m = n.params["model"]
-                extra = f"{m['kind']} theta={m['theta']} S=[{m['s_min']},{m['s_max']}]" if "s_min" in m else m["kind"]
+                if "s_min" in m:
+                    extra = f"{m['kind']} theta={m['theta']} S=[{m['s_min']},{m['s_max']}]"
+                elif m["kind"] == "phase":
+                    extra = (f"phase {'bipolar' if m['bipolar'] else 'unipolar'} T={m['T']} B={m['B']} "
+                             f"F={m['frac_bits']} window {n.params['window']}")
+                else:
+                    extra = m["kind"]
             elif n.op == "matmul":
                 extra = f"gain={n.params['gain']}"
+            elif n.op == "attention":
+                extra = f"{len(n.params['heads'])} heads, window {n.params['window']}"
+            elif n.op == "delay":
+                extra = f"{n.params['windows']} windows ({n.params['windows'] * n.params['T']} steps)"
+            elif n.op == "integrator":
+                extra = f"phase accumulator, window {n.params['window']}"
+            elif n.op == "linear" and n.params.get("shift"):
+                extra = f"shift {n.params['shift']}"
             rows.append({"name": n.name, "op": n.op, "shape": n.shape, "size": n.size, "weights": syn,
                          "detail": extra, "origin": n.origin})
         return rows

@@ -15,7 +15,7 @@ from .woss import (WossFormat, WossResult, woss_fire_steps, woss_probabilities, 
 __all__ += ["WossFormat", "WossResult", "woss_fire_steps", "woss_probabilities", "woss_softmax",
             "woss_softmax_fixed"]
 from .head import (FixedHeadResult, HeadResult, SpikedHeadFormat, channel_scales, spiked_attention,  # noqa: E402
-                   spiked_attention_fixed)
+                   spiked_attention_codes, spiked_attention_fixed)
 
 __all__ += ["HeadResult", "FixedHeadResult", "SpikedHeadFormat", "channel_scales", "spiked_attention",
-            "spiked_attention_fixed"]
+            "spiked_attention_codes", "spiked_attention_fixed"]

@@ -39,7 +39,7 @@ from ..phase_coding import check_phase_params, default_b_frac_bits, phase_decode
 from .trace import TraceFormat, spike_steps
 from .woss import MAX_MODEL_WIDTH, WossFormat, woss_fire_steps, woss_probabilities
 
-__all__ = ["spiked_attention", "spiked_attention_fixed", "HeadResult", "SpikedHeadFormat", "FixedHeadResult",
+__all__ = ["spiked_attention", "spiked_attention_codes", "spiked_attention_fixed", "HeadResult", "SpikedHeadFormat", "FixedHeadResult",
            "channel_scales", "pair_increments"]
 
 
@@ -103,6 +103,16 @@ def spiked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, T: int, 
     rule (:mod:`.woss`). Compare ``out`` with ``softmax(q k^T * temperature) v``.
     """
     qs, ks, vs, w, scale_v = _prepare(q, k, v, T, B, scale_q, scale_k, scale_v, temperature)
+    return spiked_attention_codes(qs, ks, vs, T, B, w, scale_v, inhibition=inhibition)
+
+
+def spiked_attention_codes(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, T: int, B: float, weights,
+                           scale_v=1.0, *, inhibition: str = "first_step") -> HeadResult:
+    """Float reference of a head on one-spike codes ``qs [T, ..., rows, D]``, ``ks [T, ..., keys, D]``,
+    ``vs [T, ..., keys, E]`` (one window): ``weights [D]`` = ``scale_q * scale_k * temperature`` per
+    channel, ``scale_v`` the per-channel value of ``v``'s spike at step 0."""
+    check_phase_params(T, B)
+    w = torch.as_tensor(weights, dtype=torch.float64)
     tq, sq = spike_steps(qs)
     tk, sk = spike_steps(ks)
     bt = torch.tensor(float(B), dtype=torch.float64)

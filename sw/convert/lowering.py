@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ class Sym:
     """A symbolic value: ``idx[0, ...]`` = flat output position of the value's elements."""
 
     idx: torch.Tensor
+    carried: ClassVar[tuple[str, ...]] = ()     # other per-element tensors ([1, *shape]) layout ops move along
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -114,24 +116,31 @@ class LoweringInterpreter(fx.Interpreter):
         syms = [a for a in _flat(args, kwargs) if isinstance(a, Sym)]
         proto = syms[0] if syms else None
 
-        def unwrap(a):
-            return a.idx if isinstance(a, Sym) else a
-        a2 = _map(args, unwrap)
-        k2 = _map(kwargs, unwrap)
-        try:
+        def apply(field):
+            def unwrap(a):
+                return getattr(a, field) if isinstance(a, Sym) else a
+            a2, k2 = _map(args, unwrap), _map(kwargs, unwrap)
             if n.op == "call_method":
-                out = getattr(a2[0], n.target)(*a2[1:], **k2)
-            elif n.op == "call_module":
-                out = self.modules[n.target](*a2, **k2)
-            else:
-                out = n.target(*a2, **k2)
+                return getattr(a2[0], n.target)(*a2[1:], **k2)
+            if n.op == "call_module":
+                return self.modules[n.target](*a2, **k2)
+            return n.target(*a2, **k2)
+        try:
+            out = apply("idx")
+            extra = {f: apply(f) for f in (proto.carried if proto is not None else ())}
         except Exception as e:    # a layout op the index tensor cannot take (e.g. a float-only method)
             return self.fail(n, f"layout operation failed on the index map ({type(e).__name__}: {e})",
                              "use reshape/permute/transpose/flatten/slicing")
         if proto is None:
             return out
-        return _map(out, lambda t: proto.with_idx(t) if isinstance(t, torch.Tensor) and t.dtype == torch.int64
-                    else t)
+        # the carried fields' outputs come in the same structure, in the same order as the index outputs
+        moved = {f: iter([t for t in _flat((o,), {}) if isinstance(t, torch.Tensor)]) for f, o in extra.items()}
+
+        def wrap(t):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.int64:
+                return replace(proto, idx=t, **{f: next(m) for f, m in moved.items()})
+            return t
+        return _map(out, wrap)
 
 
 def _flat(args, kwargs):
