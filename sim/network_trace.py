@@ -1,6 +1,8 @@
 """Golden traces of a whole converted network: one neuron-core trace per neuron layer.
 
-:func:`network_traces` runs the reference SNN (:func:`spikeforge.sw.snn.run_snn`) on a batch, keeps
+:func:`network_traces` runs the reference SNN (:func:`spikeforge.sw.snn.run_snn`; phase-coded networks:
+:func:`spikeforge.sw.phase_snn.run_phase`, bit-exact, with each layer's steps counted from the start of
+its integration window) on a batch, keeps
 the input currents each neuron layer received for one sample, and turns them into standard
 neuron-core golden traces (:func:`~spikeforge.sim.core_replay.core_golden`: the layer's bit-exact
 model fed those currents). It checks that the layer-alone trace reproduces the spikes the layer
@@ -19,6 +21,7 @@ import torch
 
 from ..sw.ir import Network
 from ..sw.neurons import model_from_dict
+from ..sw.phase_snn import run_phase
 from ..sw.snn import run_snn
 from .core_replay import core_golden
 from .trace import SpikeTrace
@@ -31,18 +34,25 @@ def network_traces(net: Network, x: torch.Tensor, *, sample: int = 0, lanes: int
     """Per neuron layer (in graph order), the golden trace of sample ``sample`` of batch ``x``."""
     if not 0 <= sample < len(x):
         raise ValueError(f"sample={sample} is outside the batch of {len(x)} inputs")
-    run = run_snn(net, x, max_steps=max_steps, record=sample)
+    if net.flow == "spikedattention":        # one period (integrate + fire window) per layer, layer-local steps
+        run = run_phase(net, x, record=sample)
+        steps = {n.name: n.params["model"]["T"] * 2 for n in net.neurons()}
+        quiescent = True
+    else:
+        run = run_snn(net, x, max_steps=max_steps, record=sample)
+        steps = {n.name: run.total_steps for n in net.neurons()}
+        quiescent = bool(run.quiescent[sample])
     traces = {}
     for node in net.neurons():
         rec = run.traces[node.name]
         model = model_from_dict(node.params["model"])
-        trace = core_golden(model, neurons=node.size, lanes=lanes, inputs=rec["inputs"], steps=run.total_steps)
+        trace = core_golden(model, neurons=node.size, lanes=lanes, inputs=rec["inputs"], steps=steps[node.name])
         emitted = rec["spikes"][np.lexsort((rec["spikes"][:, 1], rec["spikes"][:, 0]))]
         if not np.array_equal(trace.spikes, emitted):
             raise AssertionError(f"layer {node.name!r}: the layer run alone does not reproduce its spikes in the "
                                  "network (simulator inconsistency)")
         trace.meta.update({"layer": node.name, "origin": node.origin, "flow": net.flow, "sample": sample,
-                           "quiescent": bool(run.quiescent[sample])})
+                           "quiescent": quiescent, "window": node.params.get("window")})
         traces[node.name] = trace
     return traces
 

@@ -266,8 +266,9 @@ __all__ += ["generate_block", "DEFAULT_HEAD", "random_qkv", "HeadCheck", "make_h
 
 
 # -- conversion ---------------------------------------------------------------------------------------------
-FLOWS = ("spikezip",)
-EMBEDDED_MODELS = {"spikezip": ("vit_qann_L8", "vit_qann_L16", "vit_qann_L32")}
+FLOWS = ("spikezip", "spikedattention")
+EMBEDDED_MODELS = {"spikezip": ("vit_qann_L8", "vit_qann_L16", "vit_qann_L32"), "spikedattention": ("vit_bn",)}
+DEFAULT_MODEL = {"spikezip": "vit_qann_L8", "spikedattention": "vit_bn"}
 
 
 @dataclass
@@ -287,35 +288,53 @@ class ConversionCheck:
     overflows: int
 
 
-def convert(model="vit_qann_L8", flow: str = "spikezip", *, example=None, input_scale: float | None = None,
-            input_range: tuple[int, int] | None = None, weight_bits: int = 8):
-    """Convert ``model`` (an embedded checkpoint name or a ``torch.nn.Module``) with ``flow``.
+def convert(model=None, flow: str = "spikezip", *, example=None, input_scale: float | None = None,
+            input_range: tuple[int, int] | None = None, weight_bits: int | None = None, T: int = 24,
+            B: float = 1.25, inhibition: str = "window_max", calibration=None):
+    """Convert ``model`` (an embedded checkpoint name, default the flow's, or a ``torch.nn.Module``) with ``flow``.
 
-    For an embedded digits model the input encoding is known (counts of 1/16 in 0..16); for your own
-    module give ``example`` (one input batch), ``input_scale`` and ``input_range``.
-    Returns a validated :class:`spikeforge.sw.ir.Network`.
+    For an embedded digits model the input encoding is known (counts of 1/16 in 0..16) and the
+    calibration data is the fixed calibration split; for your own module give ``example`` (one input
+    batch), ``input_scale``, ``input_range`` and (spikedattention) ``calibration`` inputs.
+    ``weight_bits`` defaults to 8 (spikezip) / 16 (spikedattention); ``T``, ``B`` and ``inhibition`` are
+    the spikedattention phase window, base and WOSS rule. Returns a validated
+    :class:`spikeforge.sw.ir.Network`.
     """
+    from .sw.convert.spikedattention import SpikedAttentionOptions, convert_spikedattention
     from .sw.convert.spikezip import SpikezipOptions, convert_spikezip
     from .sw.models.digits import INPUT_SCALE, digits_split
     from .sw.models.train import load
     if flow not in FLOWS:
         raise ValueError(f"flow {flow!r} is not available; choose one of {FLOWS}")
+    model = DEFAULT_MODEL[flow] if model is None else model
     if isinstance(model, str):
         if model not in EMBEDDED_MODELS[flow]:
             raise ValueError(f"no embedded {flow} model {model!r}; choose one of {EMBEDDED_MODELS[flow]}")
         model = load(model)
-        example = digits_split().x_test[:1] if example is None else example
+        data = digits_split()
+        example = data.x_test[:1] if example is None else example
+        calibration = data.x_calib if calibration is None else calibration
         input_scale = INPUT_SCALE if input_scale is None else input_scale
         input_range = (0, 16) if input_range is None else input_range
     if example is None or input_scale is None or input_range is None:
         raise ValueError("a custom model needs example=, input_scale= and input_range=")
-    return convert_spikezip(model, example, SpikezipOptions(input_scale, tuple(input_range), weight_bits))
+    if flow == "spikezip":
+        return convert_spikezip(model, example, SpikezipOptions(input_scale, tuple(input_range),
+                                                                8 if weight_bits is None else weight_bits))
+    if calibration is None:
+        raise ValueError("the spikedattention flow calibrates its scales: give calibration= (a batch of inputs)")
+    opts = SpikedAttentionOptions(input_scale, tuple(input_range), T=T, B=B, inhibition=inhibition,
+                                  weight_bits=16 if weight_bits is None else weight_bits)
+    return convert_spikedattention(model, example, calibration, opts)
 
 
 def check_conversion(net, source: torch.nn.Module | None = None, *, images: int | None = None,
                      max_steps: int = 400) -> ConversionCheck:
-    """Run ``net`` as integer QANN and as SNN on the digits test split (first ``images``) and compare."""
+    """Run ``net`` as integer QANN and as SNN on the digits test split (first ``images``) and compare
+    (spikezip; a spikedattention network goes to :func:`check_phase_conversion`)."""
     from .sw.models.digits import digits_split
+    if net.flow == "spikedattention":
+        raise ValueError("a spikedattention network has no integer QANN to match: use check_phase_conversion")
     from .sw.snn import compare_runs, run_qann, run_snn
     data = digits_split()
     x, y = data.x_test[:images], data.y_test[:images]
@@ -329,3 +348,58 @@ def check_conversion(net, source: torch.nn.Module | None = None, *, images: int 
     return ConversionCheck(len(x), src, acc(q.output), acc(s.output), bad, str(first) if first else "",
                            float(s.steps.double().mean()), int(s.steps.max()), int(s.quiescent.sum()),
                            float(s.spikes_total.double().mean()), float(s.acs.double().mean()), s.overflows)
+
+
+@dataclass
+class PhaseConversionCheck:
+    """A phase-coded (spikedattention) network on test images: the float ANN, the float reference of the
+    spiking rules and the bit-exact model, their agreement, activity and energy (pJ per inference)."""
+    images: int
+    ann_accuracy: float
+    float_accuracy: float
+    fixed_accuracy: float
+    fixed_vs_float_predictions: float      # fraction of images with the same predicted class
+    fixed_vs_float_spikes: float           # fraction of neurons with the same spike (step and sign)
+    max_logit_error: float                 # bit-exact vs float reference, in logit units
+    latency_steps: int
+    spikes_mean: float
+    sops_mean: float
+    macs_mean: float
+    ann_energy_pj: float
+    snn_energy_pj: float
+    overflows: int
+    images_per_second: float
+
+
+def check_phase_conversion(net, source: torch.nn.Module | None = None, *, images: int | None = None,
+                           batch_size: int = 120) -> PhaseConversionCheck:
+    """Run a spikedattention network in both arithmetics on the digits test split (first ``images``)."""
+    import time
+
+    from .sw.energy import ann_costs, phase_snn_energy, spikedattention_ann_energy
+    from .sw.models.digits import digits_split
+    from .sw.phase_snn import run_phase
+    data = digits_split()
+    x, y = data.x_test[:images], data.y_test[:images]
+    t0 = time.perf_counter()
+    fx = run_phase(net, x, arithmetic="fixed", batch_size=batch_size)
+    speed = len(x) / (time.perf_counter() - t0)
+    fl = run_phase(net, x, arithmetic="float", batch_size=batch_size)
+    acc = lambda out: float((out.argmax(1) == y).float().mean())   # noqa: E731
+    same = sum(int((fx.codes[k] == fl.codes[k]).sum()) for k in fx.codes)
+    total = sum(fx.codes[k].numel() for k in fx.codes)
+    ann_acc, ann_e = float("nan"), float("nan")
+    if source is not None:
+        with torch.no_grad():
+            ann_acc = acc(source.eval()(x))
+        macs, outs = ann_costs(source, x[:1])
+        ann_e = spikedattention_ann_energy(macs, outs)
+    return PhaseConversionCheck(
+        len(x), ann_acc, acc(fl.logits), acc(fx.logits),
+        float((fx.logits.argmax(1) == fl.logits.argmax(1)).float().mean()), same / max(total, 1),
+        float((fx.logits - fl.logits).abs().max()), fx.latency_steps, float(fx.spikes_total.double().mean()),
+        float((fx.acs + fx.pair_adds).double().mean()), float(fx.macs.double().mean()), ann_e,
+        float(phase_snn_energy(fx).mean()), fx.overflows, speed)
+
+
+__all__ += ["PhaseConversionCheck", "check_phase_conversion", "DEFAULT_MODEL"]

@@ -264,20 +264,33 @@ def report_attention(head, qkv, seed, which, device, freq, as_json):
 
 @main.command()
 @click.option("--flow", type=click.Choice(api.FLOWS), default="spikezip", show_default=True)
-@click.option("--model", default="vit_qann_L8", show_default=True,
-              help="Embedded checkpoint (spikezip: vit_qann_L8, vit_qann_L16, vit_qann_L32).")
-@click.option("--weight-bits", type=int, default=8, show_default=True, help="Signed width of integer weights.")
+@click.option("--model", default=None,
+              help="Embedded checkpoint (spikezip: vit_qann_L8 [default], vit_qann_L16, vit_qann_L32; "
+                   "spikedattention: vit_bn).")
+@click.option("--weight-bits", type=int, default=None, help="Signed width of integer weights [8 / 16].")
+@click.option("--T", "T", type=int, default=24, show_default=True, help="spikedattention: phase window (steps).")
+@click.option("--B", "B", type=float, default=1.25, show_default=True, help="spikedattention: phase base (> 1).")
+@click.option("--inhibition", type=click.Choice(["window_max", "first_step"]), default="window_max",
+              show_default=True, help="spikedattention: WOSS inhibition rule (first_step = the paper's).")
+@click.option("--max-loss", type=float, default=1.0, show_default=True,
+              help="spikedattention: fail if the bit-exact SNN loses more accuracy (points) than this.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default="out/network.json", show_default=True,
               help="Where to write the converted network (IR, JSON).")
 @click.option("--images", type=int, default=None, help="Test images to check (default: the whole test split).")
 @click.option("--traces", type=click.Path(file_okay=False), default=None,
               help="Also dump per-layer golden traces (first test image) into this folder.")
 @click.option("--layers", is_flag=True, help="Print one row per node of the network.")
-def convert(flow, model, weight_bits, out, images, traces, layers):
-    """Convert an embedded model to a spiking network, check SNN == integer QANN on the test split."""
+def convert(flow, model, weight_bits, T, B, inhibition, max_loss, out, images, traces, layers):
+    """Convert an embedded model to a spiking network and check it on the digits test split.
+
+    spikezip: the SNN must equal the integer QANN bit for bit (exit 1 otherwise). spikedattention: runs
+    the bit-exact model and the float reference of the spiking rules; exit 1 if the bit-exact SNN's
+    accuracy is more than --max-loss points below the float ANN's or anything saturated.
+    """
     from .sw.models.train import load
+    model = model or api.DEFAULT_MODEL[flow]
     try:
-        net = api.convert(model, flow, weight_bits=weight_bits)
+        net = api.convert(model, flow, weight_bits=weight_bits, T=T, B=B, inhibition=inhibition)
     except ValueError as e:      # UnsupportedModelError and option errors carry the full explanation
         raise click.UsageError(str(e)) from None
     path = Path(out)
@@ -289,8 +302,21 @@ def convert(flow, model, weight_bits, out, images, traces, layers):
             table.add_row(r["name"], r["op"], "x".join(map(str, r["shape"])), str(r["weights"]), r["detail"],
                           r["origin"])
         console.print(table)
+    if flow == "spikedattention":
+        ok = _check_phase(net, load(model), images, max_loss, path, T, B, inhibition)
+    else:
+        ok = _check_spikezip(net, load(model), images, path, flow, model)
+    if traces:
+        from .sim.network_trace import dump_network_traces
+        from .sw.models.digits import digits_split
+        paths = dump_network_traces(net, digits_split().x_test[:1], traces)
+        console.print(f"wrote {len(paths)} layer traces and index.json to {traces}")
+    sys.exit(0 if ok else 1)
+
+
+def _check_spikezip(net, source, images, path, flow, model) -> bool:
     with console.status(f"running the integer QANN and the SNN on {images or 'all'} test images..."):
-        c = api.check_conversion(net, load(model), images=images)
+        c = api.check_conversion(net, source, images=images)
     table = Table("", "value", title=f"{flow}: {model} -> {path}")
     table.add_row("nodes / neurons", f"{len(net.nodes)} / {sum(n.size for n in net.neurons())}")
     table.add_row("accuracy: source QANN / integer QANN / SNN",
@@ -303,12 +329,29 @@ def convert(flow, model, weight_bits, out, images, traces, layers):
     table.add_row("spikes / SOPs per inference", f"{c.spikes_mean:.0f} / {c.sops_mean:.0f}")
     table.add_row("overflows", str(c.overflows))
     console.print(table)
-    if traces:
-        from .sim.network_trace import dump_network_traces
-        from .sw.models.digits import digits_split
-        paths = dump_network_traces(net, digits_split().x_test[:1], traces)
-        console.print(f"wrote {len(paths)} layer traces and index.json to {traces}")
-    sys.exit(0 if exact and c.quiescent == c.images else 1)
+    return exact and c.quiescent == c.images
+
+
+def _check_phase(net, source, images, max_loss, path, T, B, inhibition) -> bool:
+    with console.status(f"running the bit-exact model and the float reference on {images or 'all'} test images..."):
+        c = api.check_phase_conversion(net, source, images=images)
+    loss = 100 * (c.ann_accuracy - c.fixed_accuracy)
+    table = Table("", "value", title=f"spikedattention (T={T}, B={B}, {inhibition}) -> {path}")
+    table.add_row("nodes / neurons", f"{len(net.nodes)} / {sum(n.size for n in net.neurons())}")
+    table.add_row("accuracy: float ANN / float SNN rules / bit-exact SNN",
+                  f"{100 * c.ann_accuracy:.2f} / {100 * c.float_accuracy:.2f} / {100 * c.fixed_accuracy:.2f} %")
+    style = "green" if loss <= max_loss else "red"
+    table.add_row("loss vs float ANN", f"[{style}]{loss:.2f} points (limit {max_loss})[/]")
+    table.add_row("bit-exact vs float rules", f"same class on {100 * c.fixed_vs_float_predictions:.1f} % of images, "
+                  f"same spike on {100 * c.fixed_vs_float_spikes:.1f} % of neurons")
+    table.add_row("latency", f"{c.latency_steps} steps")
+    table.add_row("spikes / synaptic events / MACs per inference",
+                  f"{c.spikes_mean:.0f} / {c.sops_mean:.0f} / {c.macs_mean:.0f}")
+    table.add_row("energy ANN / SNN (SpikedAttention model)",
+                  f"{c.ann_energy_pj / 1e6:.2f} / {c.snn_energy_pj / 1e6:.2f} uJ")
+    table.add_row("overflows", str(c.overflows))
+    console.print(table)
+    return loss <= max_loss and c.overflows == 0
 
 
 @main.group()

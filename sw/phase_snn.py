@@ -16,6 +16,10 @@ Two arithmetics of the same :class:`~spikeforge.sw.ir.Network`:
   (no floor), a layer fires at the first step ``j`` with ``|Y| >= B**-j (1 + 1/B)/2`` with the real base
   ``B`` (:func:`~spikeforge.sw.phase_coding.phase_encode`), heads by
   :func:`~spikeforge.sw.attention.spiked_attention_codes`, the integrator reads ``Y`` exactly.
+* ``"ideal"`` -- no coding at all: every layer passes its value ``Y`` on (as a real number at step 0;
+  ReLU layers clamp at 0), heads compute the exact ``softmax(q k^T * c) v``. This checks the conversion
+  itself (BatchNorm folding, bias rescaling, weights, delays): it must reproduce the float ANN up to
+  weight rounding.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .snn import _Gather, encode_input
 
 __all__ = ["run_phase", "PhaseRun", "fire_codes", "ARITHMETICS"]
 
-ARITHMETICS = ("fixed", "float")
+ARITHMETICS = ("fixed", "float", "ideal")
 
 
 @dataclass
@@ -45,7 +49,8 @@ class PhaseRun:
     -------
     logits : float64 ``[batch, *output_shape]``
     codes : dict
-        Per neuron layer, ``sign * (j + 1)`` of each neuron's spike (0 = none), int16 ``[batch, N]``.
+        Per neuron layer, ``sign * (j + 1)`` of each neuron's spike (0 = none), int16 ``[batch, N]``
+        (``"ideal"``: the layer's values, units of its scale).
     spikes : dict
         Spikes per neuron layer and sample.
     acs, macs : int64 ``[batch]``
@@ -102,6 +107,7 @@ class _Runner:
         if arithmetic not in ARITHMETICS:
             raise ValueError(f"arithmetic={arithmetic!r}: choose one of {ARITHMETICS}")
         self.net, self.fixed, self.record = net, arithmetic == "fixed", record
+        self.ideal = arithmetic == "ideal"
         self.T = int(net.meta["T"])
         self.B = float(net.meta["B"])
         self.gathers = {n.name: [_Gather(n, k, net[p.source]) for k, p in enumerate(n.inputs)] for n in net}
@@ -133,7 +139,7 @@ class _Runner:
                 cur = sig[n.inputs[0].source][1]
                 out = self._neuron(n, cur)
                 sig[n.name] = ("spikes", out)
-                codes[n.name] = fire_codes(out)
+                codes[n.name] = out[0] if self.ideal else fire_codes(out)
                 spikes[n.name] = out.abs().sum((0, 2)).to(torch.int64)
                 if self.record is not None:
                     traces[n.name] = {"inputs": _events(cur[:, self.record].round().to(torch.int64)),
@@ -188,7 +194,12 @@ class _Runner:
         if not self.fixed:
             y = (cur * torch.pow(torch.tensor(self.B, dtype=torch.float64),
                                  -torch.arange(T, dtype=torch.float64)).reshape(T, 1, 1)).sum(0)
-            out = phase_encode(y / 2 ** model.frac_bits, T, self.B, bipolar=model.bipolar)
+            y = y / 2 ** model.frac_bits
+            if self.ideal:
+                out = torch.zeros((T, batch, size), dtype=torch.float64)
+                out[0] = y if model.bipolar else y.clamp(min=0)
+                return out
+            out = phase_encode(y, T, self.B, bipolar=model.bipolar)
             fired = (out != 0).to(torch.int64).cumsum(0) > 0        # fired at or before step j
             self.updates += 2 * T * size - fired[:-1].sum((0, 2))   # integrate T steps + fire steps while unfired
             return out
@@ -217,6 +228,10 @@ class _Runner:
             qs, ks, vs = q[:, :, i], k[:, :, i], v[:, :, i]
             fq, fk, fv = ((s != 0).any(0).double() for s in (qs, ks, vs))
             self.pairs += (fq @ fk.transpose(-1, -2)).sum((1, 2)).to(torch.int64)
+            if self.ideal:
+                p = torch.softmax((qs[0] * torch.tensor(fmt.weights)) @ ks[0].transpose(-1, -2), -1)
+                outs.append((p @ vs[0] * 2 ** fmt.out_frac_bits).reshape(p.shape[0], -1))
+                continue
             if self.fixed:
                 res = fmt.run(qs, ks, vs)
                 self.overflows += res.overflows
