@@ -39,14 +39,15 @@ def network_traces(net: Network, x: torch.Tensor, *, sample: int = 0, lanes: int
         steps = {n.name: n.params["model"]["T"] * 2 for n in net.neurons()}
         quiescent = True
     else:
-        run = run_snn(net, x, max_steps=max_steps, record=sample)
-        steps = {n.name: run.total_steps for n in net.neurons()}
+        run = run_snn(net, x, max_steps=max(max_steps, net.meta.get("sequence_steps", 0) + 256), record=sample)
+        steps = {n.name: run.total_steps for n in net if n.op in ("neuron", "rnn")}
         quiescent = bool(run.quiescent[sample])
     traces = {}
-    for node in net.neurons():
+    for node in (n for n in net if n.op in ("neuron", "rnn")):
         rec = run.traces[node.name]
         model = model_from_dict(node.params["model"])
-        trace = core_golden(model, neurons=node.size, lanes=lanes, inputs=rec["inputs"], steps=steps[node.name])
+        neurons = node.shape[-1] if node.op == "rnn" else node.size      # an RBIF layer reuses its neurons
+        trace = core_golden(model, neurons=neurons, lanes=lanes, inputs=rec["inputs"], steps=steps[node.name])
         emitted = rec["spikes"][np.lexsort((rec["spikes"][:, 1], rec["spikes"][:, 0]))]
         if not np.array_equal(trace.spikes, emitted):
             raise AssertionError(f"layer {node.name!r}: the layer run alone does not reproduce its spikes in the "

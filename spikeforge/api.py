@@ -266,9 +266,10 @@ __all__ += ["generate_block", "DEFAULT_HEAD", "random_qkv", "HeadCheck", "make_h
 
 
 # -- conversion ---------------------------------------------------------------------------------------------
-FLOWS = ("spikezip", "spikedattention")
-EMBEDDED_MODELS = {"spikezip": ("vit_qann_L8", "vit_qann_L16", "vit_qann_L32"), "spikedattention": ("vit_bn",)}
-DEFAULT_MODEL = {"spikezip": "vit_qann_L8", "spikedattention": "vit_bn"}
+FLOWS = ("spikezip", "spikedattention", "crnn")
+EMBEDDED_MODELS = {"spikezip": ("vit_qann_L8", "vit_qann_L16", "vit_qann_L32"), "spikedattention": ("vit_bn",),
+                   "crnn": ("qrnn_rows", "qrnn_pixels", "qcnn")}
+DEFAULT_MODEL = {"spikezip": "vit_qann_L8", "spikedattention": "vit_bn", "crnn": "qrnn_rows"}
 
 
 @dataclass
@@ -286,18 +287,21 @@ class ConversionCheck:
     spikes_mean: float
     sops_mean: float
     overflows: int
+    truncations: int = 0
 
 
 def convert(model=None, flow: str = "spikezip", *, example=None, input_scale: float | None = None,
             input_range: tuple[int, int] | None = None, weight_bits: int | None = None, T: int = 24,
-            B: float = 1.25, inhibition: str = "window_max", calibration=None):
+            B: float = 1.25, inhibition: str = "window_max", calibration=None, window: int | None = None,
+            recurrent: str = "tracer"):
     """Convert ``model`` (an embedded checkpoint name, default the flow's, or a ``torch.nn.Module``) with ``flow``.
 
     For an embedded digits model the input encoding is known (counts of 1/16 in 0..16) and the
     calibration data is the fixed calibration split; for your own module give ``example`` (one input
     batch), ``input_scale``, ``input_range`` and (spikedattention) ``calibration`` inputs.
-    ``weight_bits`` defaults to 8 (spikezip) / 16 (spikedattention); ``T``, ``B`` and ``inhibition`` are
-    the spikedattention phase window, base and WOSS rule. Returns a validated
+    ``weight_bits`` defaults to 8 (spikezip, crnn) / 16 (spikedattention); ``T``, ``B`` and ``inhibition``
+    are the spikedattention phase window, base and WOSS rule; ``window`` (default: the exact rule) and
+    ``recurrent`` the crnn RBIF sub-steps per element and recurrent delivery. Returns a validated
     :class:`spikeforge.sw.ir.Network`.
     """
     from .sw.convert.spikedattention import SpikedAttentionOptions, convert_spikedattention
@@ -318,6 +322,11 @@ def convert(model=None, flow: str = "spikezip", *, example=None, input_scale: fl
         input_range = (0, 16) if input_range is None else input_range
     if example is None or input_scale is None or input_range is None:
         raise ValueError("a custom model needs example=, input_scale= and input_range=")
+    if flow == "crnn":
+        from .sw.convert.crnn import CrnnOptions, convert_crnn
+        return convert_crnn(model, example, CrnnOptions(input_scale, tuple(input_range),
+                                                        8 if weight_bits is None else weight_bits,
+                                                        window=window, recurrent=recurrent))
     if flow == "spikezip":
         return convert_spikezip(model, example, SpikezipOptions(input_scale, tuple(input_range),
                                                                 8 if weight_bits is None else weight_bits))
@@ -329,7 +338,7 @@ def convert(model=None, flow: str = "spikezip", *, example=None, input_scale: fl
 
 
 def check_conversion(net, source: torch.nn.Module | None = None, *, images: int | None = None,
-                     max_steps: int = 400) -> ConversionCheck:
+                     max_steps: int | None = None) -> ConversionCheck:
     """Run ``net`` as integer QANN and as SNN on the digits test split (first ``images``) and compare
     (spikezip; a spikedattention network goes to :func:`check_phase_conversion`)."""
     from .sw.models.digits import digits_split
@@ -338,6 +347,7 @@ def check_conversion(net, source: torch.nn.Module | None = None, *, images: int 
     from .sw.snn import compare_runs, run_qann, run_snn
     data = digits_split()
     x, y = data.x_test[:images], data.y_test[:images]
+    max_steps = net.meta.get("sequence_steps", 0) + 400 if max_steps is None else max_steps
     q, s = run_qann(net, x), run_snn(net, x, max_steps=max_steps)
     bad, first = compare_runs(net, q, s)
     src = float("nan")
@@ -347,7 +357,8 @@ def check_conversion(net, source: torch.nn.Module | None = None, *, images: int 
     acc = lambda out: float((out.argmax(1) == y).float().mean())   # noqa: E731
     return ConversionCheck(len(x), src, acc(q.output), acc(s.output), bad, str(first) if first else "",
                            float(s.steps.double().mean()), int(s.steps.max()), int(s.quiescent.sum()),
-                           float(s.spikes_total.double().mean()), float(s.acs.double().mean()), s.overflows)
+                           float(s.spikes_total.double().mean()), float(s.acs.double().mean()), s.overflows,
+                           s.truncations)
 
 
 @dataclass

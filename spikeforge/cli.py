@@ -266,12 +266,16 @@ def report_attention(head, qkv, seed, which, device, freq, as_json):
 @click.option("--flow", type=click.Choice(api.FLOWS), default="spikezip", show_default=True)
 @click.option("--model", default=None,
               help="Embedded checkpoint (spikezip: vit_qann_L8 [default], vit_qann_L16, vit_qann_L32; "
-                   "spikedattention: vit_bn).")
+                   "spikedattention: vit_bn; crnn: qrnn_rows [default], qrnn_pixels, qcnn).")
 @click.option("--weight-bits", type=int, default=None, help="Signed width of integer weights [8 / 16].")
 @click.option("--T", "T", type=int, default=24, show_default=True, help="spikedattention: phase window (steps).")
 @click.option("--B", "B", type=float, default=1.25, show_default=True, help="spikedattention: phase base (> 1).")
 @click.option("--inhibition", type=click.Choice(["window_max", "first_step"]), default="window_max",
               show_default=True, help="spikedattention: WOSS inhibition rule (first_step = the paper's).")
+@click.option("--window", type=int, default=None,
+              help="crnn: RBIF sub-steps per sequence element (default: the exact rule, levels - 1).")
+@click.option("--recurrent", type=click.Choice(["tracer", "spikes"]), default="tracer", show_default=True,
+              help="crnn: recurrent input from the previous window's tracer at once, or its spikes replayed.")
 @click.option("--max-loss", type=float, default=1.0, show_default=True,
               help="spikedattention: fail if the bit-exact SNN loses more accuracy (points) than this.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default="out/network.json", show_default=True,
@@ -280,17 +284,18 @@ def report_attention(head, qkv, seed, which, device, freq, as_json):
 @click.option("--traces", type=click.Path(file_okay=False), default=None,
               help="Also dump per-layer golden traces (first test image) into this folder.")
 @click.option("--layers", is_flag=True, help="Print one row per node of the network.")
-def convert(flow, model, weight_bits, T, B, inhibition, max_loss, out, images, traces, layers):
+def convert(flow, model, weight_bits, T, B, inhibition, window, recurrent, max_loss, out, images, traces, layers):
     """Convert an embedded model to a spiking network and check it on the digits test split.
 
-    spikezip: the SNN must equal the integer QANN bit for bit (exit 1 otherwise). spikedattention: runs
+    spikezip and crnn: the SNN must equal the integer QANN bit for bit (exit 1 otherwise). spikedattention: runs
     the bit-exact model and the float reference of the spiking rules; exit 1 if the bit-exact SNN's
     accuracy is more than --max-loss points below the float ANN's or anything saturated.
     """
     from .sw.models.train import load
     model = model or api.DEFAULT_MODEL[flow]
     try:
-        net = api.convert(model, flow, weight_bits=weight_bits, T=T, B=B, inhibition=inhibition)
+        net = api.convert(model, flow, weight_bits=weight_bits, T=T, B=B, inhibition=inhibition, window=window,
+                          recurrent=recurrent)
     except ValueError as e:      # UnsupportedModelError and option errors carry the full explanation
         raise click.UsageError(str(e)) from None
     path = Path(out)
@@ -318,7 +323,8 @@ def _check_spikezip(net, source, images, path, flow, model) -> bool:
     with console.status(f"running the integer QANN and the SNN on {images or 'all'} test images..."):
         c = api.check_conversion(net, source, images=images)
     table = Table("", "value", title=f"{flow}: {model} -> {path}")
-    table.add_row("nodes / neurons", f"{len(net.nodes)} / {sum(n.size for n in net.neurons())}")
+    neurons = sum(n.size for n in net.neurons()) + sum(n.shape[-1] for n in net if n.op == "rnn")
+    table.add_row("nodes / neurons", f"{len(net.nodes)} / {neurons}")
     table.add_row("accuracy: source QANN / integer QANN / SNN",
                   f"{100 * c.source_accuracy:.2f} / {100 * c.qann_accuracy:.2f} / {100 * c.snn_accuracy:.2f} %")
     exact = c.mismatched_images == 0
@@ -328,6 +334,8 @@ def _check_spikezip(net, source, images, path, flow, model) -> bool:
                   f"({c.quiescent}/{c.images} quiescent)")
     table.add_row("spikes / SOPs per inference", f"{c.spikes_mean:.0f} / {c.sops_mean:.0f}")
     table.add_row("overflows", str(c.overflows))
+    if flow == "crnn":
+        table.add_row("RBIF truncations (window too short)", str(c.truncations))
     console.print(table)
     return exact and c.quiescent == c.images
 

@@ -21,6 +21,7 @@ Operators (``op``; the docs/conversion.md table has the full contract):
 ``attention``   spiked attention heads (SpikedAttention): trace-matmul QK^T, WOSS softmax, A·V, division
 ``delay``       the input spikes, ``windows`` phase windows later (a FIFO on a residual path)
 ``integrator``  phase-window accumulator ``v = B*(v + x)`` read out as a potential (the network head)
+``rnn``         a recurrent layer of RBIF neurons over a sequence ``[N, K]``: one window of sub-steps per element
 ==============  ==================================================================================
 
 Neuron layers of the phase flow (``model`` kind ``phase``) carry a per-neuron ``scale`` array (the value
@@ -122,6 +123,7 @@ OPS: dict[str, OpSpec] = {
     "attention": OpSpec((3, 3), (3, 3, 3), ("heads", "window"), (), ()),
     "delay": OpSpec((1, 1), None, ("windows", "T")),
     "integrator": OpSpec((1, 1), None, ("model", "scale", "window")),
+    "rnn": OpSpec((1, 1), (2,), ("model", "weight_bits", "recurrent"), ("wx", "wh"), ("bias",)),
 }
 
 _ENCODINGS = ("analog",)     # integer counts x/scale delivered at step 0
@@ -338,6 +340,38 @@ def _check_attention(node, ins, where, problems):
     _check_window(node, where, problems)
 
 
+def _check_rnn(node, ins, where, problems):
+    from .neurons import model_from_dict
+    steps, k = ins[0]
+    wx = _int_array(node, "wx", where, problems)
+    wh = _int_array(node, "wh", where, problems)
+    if wx is None or wh is None:
+        return
+    h = wh.shape[0]
+    if wx.ndim != 2 or wx.shape != (h, k) or wh.shape != (h, h):
+        problems.append(f"{where}: wx {tuple(wx.shape)} and wh {tuple(wh.shape)} must be [H, {k}] and [H, H]")
+        return
+    if node.shape != (steps, h):
+        problems.append(f"{where}: output shape {node.shape} must be (elements, hidden) = {(steps, h)}")
+    _int_array(node, "bias", where, problems, shape=(h,))
+    bits = node.params.get("weight_bits")
+    if not isinstance(bits, int) or not 2 <= bits <= 32:
+        problems.append(f"{where}: weight_bits={bits!r} must be an integer in 2..32")
+    else:
+        lim = (1 << (bits - 1)) - 1
+        top = max(int(np.abs(wx).max(initial=0)), int(np.abs(wh).max(initial=0)))
+        if top > lim:
+            problems.append(f"{where}: weight magnitude {top} overflows weight_bits={bits} (limit {lim})")
+    try:
+        model = model_from_dict(node.params.get("model", {}))
+        if model.kind != "bif":
+            problems.append(f"{where}: an rnn layer runs BIF neurons (a window per element), got {model.kind!r}")
+    except (TypeError, ValueError) as e:
+        problems.append(f"{where}: neuron model: {e}")
+    if node.params.get("recurrent") not in ("tracer", "spikes"):
+        problems.append(f"{where}: recurrent={node.params.get('recurrent')!r} must be 'tracer' or 'spikes'")
+
+
 def _check_delay(node, ins, where, problems):
     if node.shape != ins[0]:
         problems.append(f"{where}: output shape {node.shape} must equal its input shape {ins[0]}")
@@ -363,7 +397,8 @@ def _check_integrator(node, ins, where, problems):
 
 _CHECKS = {"input": _check_input, "linear": _check_linear, "neuron": _check_neuron, "add": _check_add,
            "matmul": _check_matmul, "softmax": _check_unit, "layernorm": _check_unit, "sum": _check_sum,
-           "attention": _check_attention, "delay": _check_delay, "integrator": _check_integrator}
+           "attention": _check_attention, "delay": _check_delay, "integrator": _check_integrator,
+           "rnn": _check_rnn}
 
 
 # -- the network ------------------------------------------------------------------------------------------
@@ -424,7 +459,7 @@ class Network:
         """One row per node: name, op, shape, neurons, synapses (weights), origin."""
         rows = []
         for n in self.nodes:
-            syn = int(n.arrays["weight"].size) if "weight" in n.arrays else 0
+            syn = sum(int(n.arrays[a].size) for a in ("weight", "wx", "wh") if a in n.arrays)
             extra = ""
             if n.op == "neuron":
                 m = n.params["model"]
@@ -443,6 +478,10 @@ class Network:
                 extra = f"{n.params['windows']} windows ({n.params['windows'] * n.params['T']} steps)"
             elif n.op == "integrator":
                 extra = f"phase accumulator, window {n.params['window']}"
+            elif n.op == "rnn":
+                m = n.params["model"]
+                extra = (f"RBIF theta={m['theta']} S=[{m['s_min']},{m['s_max']}] window={m['window']} "
+                         f"recurrent={n.params['recurrent']}")
             elif n.op == "linear" and n.params.get("shift"):
                 extra = f"shift {n.params['shift']}"
             rows.append({"name": n.name, "op": n.op, "shape": n.shape, "size": n.size, "weights": syn,

@@ -26,7 +26,8 @@ from torch.nn import functional as F
 from .ir import Network, Node, gathered_shape
 from .neurons import model_from_dict
 
-__all__ = ["encode_input", "run_qann", "run_snn", "QannRun", "SnnRun", "compare_runs", "Mismatch", "ann_macs"]
+__all__ = ["encode_input", "run_qann", "run_snn", "QannRun", "SnnRun", "compare_runs", "Mismatch", "ann_macs",
+           "rnn_qann"]
 
 
 def encode_input(net: Network, x: torch.Tensor) -> torch.Tensor:
@@ -112,6 +113,8 @@ class SnnRun:
         Saturating accumulations anywhere (0 for a correctly sized network).
     traces : dict
         Per neuron node (when recorded): ``{"inputs": [E, 3], "spikes": [E, 3]}`` of the recorded sample.
+    truncations : int
+        RBIF neurons not quiet at the end of their element's window (their remaining spikes are lost).
     """
 
     values: dict[str, torch.Tensor]
@@ -125,6 +128,7 @@ class SnnRun:
     overflows: int
     total_steps: int
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    truncations: int = 0
 
     @property
     def spikes_total(self) -> torch.Tensor:
@@ -140,6 +144,79 @@ def _output(net: Network, values, batch: int) -> torch.Tensor:
     return values[net.output].reshape(batch, *shape)
 
 
+def _rnn_weights(n: Node):
+    b = n.arrays.get("bias")
+    return (torch.from_numpy(n.arrays["wx"]), torch.from_numpy(n.arrays["wh"]),
+            torch.from_numpy(b) if b is not None else torch.zeros(n.arrays["wh"].shape[0], dtype=torch.int64))
+
+
+def rnn_qann(n: Node, x: torch.Tensor) -> torch.Tensor:
+    """The integer QRNN of an ``rnn`` node: ``h_e = settle(Wx x_e + Wh h_{e-1} + b)`` over the elements of
+    ``x [B, N, K]``; returns ``[B, N, H]`` counts."""
+    model = model_from_dict(n.params["model"])
+    wx, wh, b = _rnn_weights(n)
+    h = torch.zeros(x.shape[0], wh.shape[0], dtype=torch.int64)
+    out = []
+    for e in range(x.shape[1]):
+        h = model.settle(_mm(x[:, e], wx.T) + _mm(h, wh.T) + b)
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+class _RnnState:
+    """Step-wise RBIF layer: element ``e`` runs in steps ``[e W, (e+1) W)``; its input (buffered from step 0)
+    and bias arrive at the window's first sub-step, the recurrent term ``Wh h_{e-1}`` either at once from
+    the previous window's tracer (``recurrent="tracer"``) or spike by spike, each previous-window spike
+    at the same sub-step one window later (``"spikes"``)."""
+
+    def __init__(self, n: Node, batch: int):
+        self.model = model_from_dict(n.params["model"])
+        self.W = self.model.window
+        self.wx, self.wh, self.b = _rnn_weights(n)
+        self.tracer = n.params["recurrent"] == "tracer"
+        self.h = self.wh.shape[0]
+        self.state = self.model.init_state((batch, self.h))
+        self.buffer = None
+        self.prev_sum = torch.zeros(batch, self.h, dtype=torch.int64)
+        self.prev_spikes = torch.zeros(self.W, batch, self.h, dtype=torch.int64)
+        self.sum = torch.zeros_like(self.prev_sum)
+        self.spikes = torch.zeros_like(self.prev_spikes)
+        self.truncations = 0
+
+    def step(self, x: torch.Tensor, t: int, elements: int):
+        """Currents, spikes ``[B, N * H]``, MACs and ACs ``[B]`` and overflows of step ``t``."""
+        batch = x.shape[0]
+        self.buffer = x if self.buffer is None else self.buffer + x
+        e, p = divmod(t, self.W)
+        out = torch.zeros(batch, elements * self.h, dtype=torch.int64)
+        macs = torch.zeros(batch, dtype=torch.int64)
+        acs = torch.zeros(batch, dtype=torch.int64)
+        if e >= elements:
+            return torch.zeros(batch, self.h, dtype=torch.int64), out, macs, acs, 0
+        cur = torch.zeros(batch, self.h, dtype=torch.int64)
+        if p == 0:
+            xe = self.buffer[:, e]
+            cur = cur + _mm(xe, self.wx.T) + self.b
+            macs += (xe != 0).sum(1) * self.h
+        rec = self.prev_sum if self.tracer else self.prev_spikes[p]
+        if self.tracer and p != 0:
+            rec = torch.zeros_like(rec)
+        cur = cur + _mm(rec, self.wh.T)
+        acs += rec.abs().sum(1) * self.h
+        overflows = int(self.model.accumulate(self.state, cur).sum())
+        res = self.model.update(self.state, t)
+        overflows += int(res.overflow.sum())
+        spk = res.spikes.to(torch.int64)
+        self.sum += spk
+        self.spikes[p] = spk
+        if p == self.W - 1:
+            self.truncations += int(res.truncated.sum())
+            self.prev_sum, self.sum = self.sum, torch.zeros_like(self.sum)
+            self.prev_spikes, self.spikes = self.spikes, torch.zeros_like(self.spikes)
+        out[:, e * self.h:(e + 1) * self.h] = spk
+        return cur, out, macs, acs, overflows
+
+
 def ann_macs(net: Network) -> int:
     """Multiply-accumulates of one inference of the (integer) ANN: linear layers and products."""
     total = 0
@@ -149,6 +226,8 @@ def ann_macs(net: Network) -> int:
         elif n.op == "matmul":
             g, r, c = n.shape
             total += g * r * c * gathered_shape(n, 0, net[n.inputs[0].source].size)[2]
+        elif n.op == "rnn":
+            total += n.shape[0] * (int(n.arrays["wx"].size) + int(n.arrays["wh"].size))
     return total
 
 
@@ -175,6 +254,8 @@ def run_qann(net: Network, x: torch.Tensor) -> QannRun:
             out = unit_function(n, ins[0])
         elif n.op == "sum":
             out = ins[0].sum(-1)
+        elif n.op == "rnn":
+            out = rnn_qann(n, ins[0])
         else:
             raise ValueError(f"{n.describe()}: no QANN semantics for op {n.op!r}")
         values[n.name] = out.reshape(out.shape[0], -1)
@@ -190,18 +271,20 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
     batch = counts.shape[0]
     g = _gathers(net)
     models = {n.name: model_from_dict(n.params["model"]) for n in net if n.op == "neuron"}
+    rnns = {n.name: _RnnState(n, batch) for n in net if n.op == "rnn"}
+    busy_until = max((n.shape[0] * rnns[n.name].W for n in net if n.op == "rnn"), default=0)
     state = {name: m.init_state((batch, net[name].size)) for name, m in models.items()}
     acc = {n.name: torch.zeros(batch, n.size, dtype=torch.int64) for n in net}
     trace_a, trace_b = {}, {}                     # SESA count traces of matmul operands
     unit_total, unit_prev = {}, {}                # softmax / LayerNorm accumulators and last levels
-    spikes = {name: torch.zeros(batch, dtype=torch.int64) for name in models}
+    spikes = {name: torch.zeros(batch, dtype=torch.int64) for name in list(models) + list(rnns)}
     acs = torch.zeros(batch, dtype=torch.int64)
     macs = torch.zeros(batch, dtype=torch.int64)
     unit_evals = torch.zeros(batch, dtype=torch.int64)
     steps = torch.ones(batch, dtype=torch.int64)
     quiescent = torch.zeros(batch, dtype=torch.bool)
     overflows = 0
-    rec = {name: {"inputs": [], "spikes": []} for name in models} if record is not None else {}
+    rec = {name: {"inputs": [], "spikes": []} for name in list(models) + list(rnns)} if record is not None else {}
     t = 0
     for t in range(max_steps):
         values: dict[str, torch.Tensor] = {}
@@ -251,6 +334,19 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
                 unit_evals += (ins[0] != 0).any(-1).sum(-1) if t else torch.full_like(unit_evals, ins[0].shape[1])
             elif n.op == "sum":
                 out = ins[0].sum(-1)
+            elif n.op == "rnn":
+                cur, out, m_, a_, o_ = rnns[n.name].step(ins[0], t, n.shape[0])
+                macs += m_
+                acs += a_
+                overflows += o_
+                spikes[n.name] += out.abs().sum(1)
+                if record is not None:
+                    e = min(t // rnns[n.name].W, n.shape[0] - 1)
+                    h = rnns[n.name].h
+                    for key, arr in (("inputs", cur[record]), ("spikes", out[record, e * h:(e + 1) * h])):
+                        nz = torch.nonzero(arr).reshape(-1)
+                        if len(nz):
+                            rec[n.name][key].append(np.stack([np.full(len(nz), t), nz.numpy(), arr[nz].numpy()], 1))
             else:
                 raise ValueError(f"{n.describe()}: no spiking semantics for op {n.op!r}")
             out = out.reshape(batch, -1)
@@ -260,6 +356,8 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
                 active |= (out != 0).any(1)
         if t == 0:
             continue
+        if t < busy_until - 1:             # a recurrent layer still has sequence elements to run
+            active |= True
         newly = ~quiescent & ~active
         steps = torch.where(active & ~quiescent, torch.full_like(steps, t + 1), steps)
         quiescent |= newly
@@ -272,7 +370,7 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
             traces[name] = {k: (np.concatenate(v) if v else np.zeros((0, 3), np.int64)).astype(np.int64)
                             for k, v in d.items()}
     return SnnRun(values, _output(net, values, batch), steps, quiescent, spikes, acs, macs, unit_evals,
-                  overflows, t + 1, traces)
+                  overflows, t + 1, traces, sum(r.truncations for r in rnns.values()))
 
 
 @dataclass

@@ -203,7 +203,7 @@ def test_gather_index_out_of_range_is_reported(net8):
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["vit_ln", "vit_qann_L8"])
+@pytest.mark.parametrize("name", ["vit_ln", "vit_qann_L8", "qrnn_rows", "qcnn"])
 def test_training_script_reproduces_committed_checkpoint(name, tmp_path, data):
     if name != "vit_ln":
         (tmp_path / "vit_ln.pt").write_bytes((CHECKPOINTS / "vit_ln.pt").read_bytes())

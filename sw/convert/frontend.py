@@ -20,6 +20,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
+from ..models.rnn import QuantRNN
 from ..quant import Quantizer
 
 __all__ = ["Unsupported", "UnsupportedModelError", "TracedModel", "trace", "check_supported", "KINDS"]
@@ -73,7 +74,7 @@ _NONLINEAR_FUNCTIONS = {F.gelu: "gelu", torch.sigmoid: "sigmoid", torch.tanh: "t
                         operator.pow: "**", F.elu: "elu", F.leaky_relu: "leaky_relu"}
 
 KINDS = ("input", "output", "constant", "shape", "layout", "identity", "linear", "conv2d", "layernorm", "batchnorm",
-         "relu", "quantizer", "add", "sub", "mul", "div", "matmul", "softmax", "mean", "sum", "neg")
+         "relu", "quantizer", "qrnn", "add", "sub", "mul", "div", "matmul", "softmax", "mean", "sum", "neg")
 
 
 def _fn_name(target) -> str:
@@ -99,6 +100,8 @@ def _kind_of(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str | None, 
         what = f"nn.{type(m).__name__}" if type(m).__module__.startswith("torch.nn") else type(m).__name__
         if isinstance(m, Quantizer):
             return "quantizer", what, None
+        if isinstance(m, QuantRNN):
+            return "qrnn", what, None
         if isinstance(m, nn.Linear):
             return "linear", what, None
         if isinstance(m, nn.Conv2d):
@@ -131,8 +134,8 @@ def _kind_of(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str | None, 
         if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
             return None, what, ("pooling modules are not converted", "use x.mean(dim) or a strided nn.Conv2d")
         if isinstance(m, (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell)):
-            return None, what, ("recurrent modules are converted only by the crnn flow",
-                                "use the crnn flow with a quantized RNN (spikeforge.sw.models.rnn)")
+            return None, what, ("recurrent modules are converted only by the crnn flow, from a quantized RNN",
+                                "use spikeforge.sw.models.rnn.QuantRNN (the QRNN cell) and the crnn flow")
         if isinstance(m, nn.Embedding):
             return None, what, ("token embeddings (table lookups) are not converted",
                                 "feed embedded vectors as the model input")
@@ -218,7 +221,7 @@ class _Tracer(fx.Tracer):
         self.record_stack_traces = True
 
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, Quantizer) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (Quantizer, QuantRNN)) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> TracedModel:

@@ -195,6 +195,7 @@ _REFUSED = {
     "quantizer": ("the spikedattention flow converts a float ANN; quantizers belong to the spikezip flow",
                   "remove the quantizers, or convert the QANN with the spikezip flow"),
     "conv2d": ("the spikedattention flow converts transformers", "use the crnn flow for convolutional networks"),
+    "qrnn": ("recurrent layers are converted by the crnn flow (RBIF neurons)", "convert with the crnn flow"),
     "sub": ("subtraction of activations is not converted", "add a negated weight instead"),
     "neg": ("negation of activations is not converted", "fold the sign into the preceding linear layer"),
 }

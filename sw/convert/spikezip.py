@@ -131,6 +131,7 @@ _REFUSED = {
     "batchnorm": ("spikezip converts LayerNorm transformers (SpikeZIP-TF); BatchNorm models are the "
                   "spikedattention flow's input", "use nn.LayerNorm, or convert with the spikedattention flow"),
     "conv2d": ("the spikezip flow converts transformers", "use the crnn flow for convolutional networks"),
+    "qrnn": ("recurrent layers are converted by the crnn flow (RBIF neurons)", "convert with the crnn flow"),
     "sub": ("subtraction of activations is not converted", "add a negated weight instead"),
     "neg": ("negation of activations is not converted", "fold the sign into the preceding linear layer"),
 }

@@ -10,6 +10,10 @@ Recipes (fixed seeds, single-threaded deterministic ops, a few minutes in all on
 * ``vit_qann_L{8,16,32}``: ``vit_ln`` with LSQ quantizers (:func:`~spikeforge.sw.models.vit.qann_plan`),
   quantization-aware fine-tuning with distillation from ``vit_ln`` (KL on softened logits + CE),
   Adam 1e-3, 20 epochs.
+* ``qrnn_rows`` / ``qrnn_pixels``: :class:`~spikeforge.sw.models.rnn.DigitsRNN` (16 levels) on the rows
+  (8 x 8, hidden 64, Adam 3e-3, 40 epochs) / pixels (64 x 1, hidden 128, Adam 1e-3, 100 epochs) of each
+  digit, quantization-aware from scratch.
+* ``qcnn``: :class:`~spikeforge.sw.models.rnn.DigitsCNN` (16 levels), quantization-aware, 30 epochs.
 
 Checkpoints are ``torch.save`` state dicts plus the model config; :func:`load` rebuilds the model.
 """
@@ -29,6 +33,7 @@ from torch.nn import functional as F
 
 from ..quant import insert_quantizers
 from .digits import digits_split
+from .rnn import DigitsCNN, DigitsRNN
 from .vit import DigitsViT, qann_plan
 
 __all__ = ["RECIPES", "train", "load", "save", "accuracy", "CHECKPOINTS", "checkpoint_info", "training_platform"]
@@ -91,8 +96,21 @@ def _qann_vit(levels: int, log=print, directory: Path = CHECKPOINTS) -> DigitsVi
     return _fit(student, epochs=20, lr=1e-3, seed=levels, teacher=teacher, log=log)
 
 
+def _qrnn(order: str, epochs: int, hidden: int, lr: float, log=print, directory: Path = CHECKPOINTS) -> DigitsRNN:
+    torch.manual_seed(2)
+    return _fit(DigitsRNN(order, hidden=hidden, levels=16), epochs=epochs, lr=lr, seed=3, log=log)
+
+
+def _qcnn(log=print, directory: Path = CHECKPOINTS) -> DigitsCNN:
+    torch.manual_seed(4)
+    return _fit(DigitsCNN(levels=16), epochs=30, lr=3e-3, seed=5, log=log)
+
+
 RECIPES = {"vit_ln": partial(_float_vit, "layernorm"), "vit_bn": partial(_float_vit, "batchnorm")}
 RECIPES.update({f"vit_qann_L{L}": partial(_qann_vit, L) for L in QANN_LEVELS})
+RECIPES.update({"qrnn_rows": partial(_qrnn, "rows", 40, 64, 3e-3), "qrnn_pixels": partial(_qrnn, "pixels", 100, 128, 1e-3),
+                "qcnn": _qcnn})
+ARCHS = {"DigitsViT": DigitsViT, "DigitsRNN": DigitsRNN, "DigitsCNN": DigitsCNN}
 
 
 def train(name: str, log=print, directory: Path = CHECKPOINTS) -> nn.Module:
@@ -120,23 +138,24 @@ def checkpoint_info(name: str, directory: Path = CHECKPOINTS) -> dict:
     return {k: v for k, v in ck.items() if k != "state_dict"}
 
 
-def save(model: DigitsViT, name: str, directory: Path = CHECKPOINTS) -> Path:
+def save(model: nn.Module, name: str, directory: Path = CHECKPOINTS) -> Path:
     levels = {q.levels for q in model.modules() if hasattr(q, "levels")}
     path = Path(directory) / f"{name}.pt"
-    torch.save({"config": model.config, "levels": min(levels) if levels else None,
+    torch.save({"arch": type(model).__name__, "config": model.config, "levels": min(levels) if levels else None,
                 "state_dict": model.state_dict(), "trained_on": training_platform()}, path)
     return path
 
 
-def load(name: str, directory: Path = CHECKPOINTS) -> DigitsViT:
-    """Rebuild checkpoint ``name`` (``vit_ln``, ``vit_bn``, ``vit_qann_L8`` ...) in eval mode."""
+def load(name: str, directory: Path = CHECKPOINTS) -> nn.Module:
+    """Rebuild checkpoint ``name`` (``vit_ln``, ``vit_bn``, ``vit_qann_L8``, ``qrnn_rows`` ...) in eval mode."""
     path = Path(directory) / f"{name}.pt"
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {path}; run `python -m spikeforge.sw.models.train {name}` "
                                 f"(known: {', '.join(RECIPES)})")
     ck = torch.load(path, weights_only=True)
-    model = DigitsViT(**ck["config"])
-    if ck["levels"]:
+    arch = ARCHS[ck.get("arch", "DigitsViT")]
+    model = arch(**ck["config"])
+    if ck["levels"] and arch is DigitsViT:
         insert_quantizers(model, qann_plan(model, ck["levels"]))
     model.load_state_dict(ck["state_dict"])
     return model.eval()
