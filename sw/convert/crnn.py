@@ -33,8 +33,8 @@ from ..fixed import signed_width_for
 from ..ir import Network, Port
 from ..neurons import Bif
 from ..quant import Quantizer
-from .frontend import UnsupportedModelError, check_supported, trace
-from .lowering import Poison, identity_index
+from .frontend import trace
+from .lowering import identity_index, require_quantizers
 from .spikezip import Counts, PendingLinear, SpikezipOptions, _Spikezip, _theta_for
 
 __all__ = ["CrnnOptions", "convert_crnn", "exact_window"]
@@ -138,21 +138,10 @@ def convert_crnn(model: nn.Module, example: torch.Tensor, opts: CrnnOptions) -> 
     unsupported operation."""
     model = model.eval()
     tm = trace(model)
-    if not any(isinstance(m, Quantizer) for m in model.modules()):
-        check_supported(tm, "crnn", refuse=_REFUSED)
-        raise UnsupportedModelError("crnn", [tm.problem(next(iter(tm.graph.graph.nodes)),
-                                    "the model has no Quantizer: crnn converts a QCNN or QRNN",
-                                    "quantize it (spikeforge.sw.quant, spikeforge.sw.models.rnn.QuantRNN) and "
-                                    "fine-tune")], type(model).__name__)
+    require_quantizers(tm, "crnn", _REFUSED, "a QCNN or QRNN", "quantize it (spikeforge.sw.quant, "
+                       "spikeforge.sw.models.rnn.QuantRNN) and fine-tune")
     low = _Crnn(tm, tuple(example.shape), opts)
-    with torch.no_grad():
-        out = low.run(torch.zeros(1))
-    last = list(tm.graph.graph.nodes)[-1]
-    out_node, out_scale, out_shape = ("", 1.0, ()) if isinstance(out, Poison) else low.readout(last, out)
-    if not out_node and not isinstance(out, Poison) and not low.problems:
-        low.problems.append(tm.problem(last, "the model's output is not a linear readout or a quantized value",
-                                       "end the model with nn.Linear"))
-    check_supported(tm, "crnn", refuse=_REFUSED, extra=low.problems)
+    out_node, out_scale, out_shape = low.lower_model("crnn", _REFUSED)
     rnns = [nd for nd in low.nodes if nd.op == "rnn"]
     meta = {"source": type(model).__name__, "output_shape": list(out_shape), "weight_bits": opts.weight_bits,
             "levels": sorted({q.levels for q in model.modules() if isinstance(q, Quantizer)})}

@@ -18,9 +18,9 @@ import torch
 import torch.fx as fx
 
 from ..ir import Node, Port
-from .frontend import TracedModel, Unsupported
+from .frontend import TracedModel, Unsupported, UnsupportedModelError, check_supported
 
-__all__ = ["Sym", "Poison", "LoweringInterpreter", "identity_index", "flat_index"]
+__all__ = ["Sym", "Poison", "LoweringInterpreter", "identity_index", "flat_index", "require_quantizers"]
 
 
 @dataclass
@@ -89,6 +89,35 @@ class LoweringInterpreter(fx.Interpreter):
 
     def origin(self, node: fx.Node) -> str:
         return self.tm.locations.get(node.name, node.name)
+
+    # -- shared operators and the driver --------------------------------------------------------------
+    def lower_mul(self, n, args, kwargs):
+        a, b = args[0], args[1]
+        if isinstance(b, Sym):
+            a, b = b, a
+        if isinstance(b, Sym):
+            return self.fail(n, "the elementwise product of two activations has no spiking equivalent here",
+                             "multiply activations only through @ (attention)")
+        return self._scaled(n, a, b)
+
+    def lower_div(self, n, args, kwargs):
+        if isinstance(args[1], Sym) or not is_number(args[1]) or args[1] == 0:
+            return self.fail(n, "division by an activation or by zero", "divide by a non-zero Python number")
+        return self._scaled(n, args[0], 1.0 / args[1])
+
+    def lower_model(self, flow: str, refuse: dict) -> tuple[str, float, tuple]:
+        """Lower the whole graph and its readout (``self.readout(node, value)``); raise one
+        :class:`UnsupportedModelError` with the front end's and the lowering's problems. Returns the output
+        node, the value of one output unit and the output shape."""
+        with torch.no_grad():
+            out = self.run(torch.zeros(1))
+        last = list(self.tm.graph.graph.nodes)[-1]
+        out_node, out_scale, out_shape = ("", 1.0, ()) if isinstance(out, Poison) else self.readout(last, out)
+        if not out_node and not isinstance(out, Poison) and not self.problems:
+            self.problems.append(self.tm.problem(last, "the model's output is not a linear readout or a quantized "
+                                                 "value", "end the model with nn.Linear"))
+        check_supported(self.tm, flow, refuse=refuse, extra=self.problems)
+        return out_node, out_scale, out_shape
 
     # -- fx hooks -----------------------------------------------------------------------------------
     def run_node(self, n: fx.Node):
@@ -168,6 +197,17 @@ def _map(a, fn):
     if isinstance(a, dict):
         return {k: _map(v, fn) for k, v in a.items()}
     return fn(a)
+
+
+def require_quantizers(tm: TracedModel, flow: str, refuse: dict, what: str, alternative: str) -> None:
+    """Raise one report (front-end problems + "no Quantizer") unless the model has LSQ quantizers."""
+    from ..quant import Quantizer
+    if any(isinstance(m, Quantizer) for m in tm.module.modules()):
+        return
+    check_supported(tm, flow, refuse=refuse)       # what the float model must change first
+    raise UnsupportedModelError(flow, [tm.problem(next(iter(tm.graph.graph.nodes)),
+                                f"the model has no Quantizer: {flow} converts {what}", alternative)],
+                                type(tm.module).__name__)
 
 
 def is_number(a) -> bool:

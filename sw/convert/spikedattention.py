@@ -481,20 +481,6 @@ class _SpikedAttention(LoweringInterpreter):
         return replace(p, terms=tuple(replace(t, weight=t.weight * c) for t in p.terms), bias=p.bias * c,
                        val=self._val(n), key=next(_keys))
 
-    def lower_mul(self, n, args, kwargs):
-        a, b = args[0], args[1]
-        if isinstance(b, Sym):
-            a, b = b, a
-        if isinstance(b, Sym):
-            return self.fail(n, "the elementwise product of two activations has no spiking equivalent here",
-                             "multiply activations only through @ (attention)")
-        return self._scaled(n, a, b)
-
-    def lower_div(self, n, args, kwargs):
-        if isinstance(args[1], Sym) or not is_number(args[1]) or args[1] == 0:
-            return self.fail(n, "division by an activation or by zero", "divide by a non-zero Python number")
-        return self._scaled(n, args[0], 1.0 / args[1])
-
     def lower_relu(self, n, args, kwargs):
         x = args[0]
         p = self.as_pending(n, x, self._arg_val(n))
@@ -689,13 +675,7 @@ def convert_spikedattention(model: nn.Module, example: torch.Tensor, calibration
     with torch.no_grad():
         calib.run(calibration)
     low = _SpikedAttention(tm, tuple(example.shape), opts, calib.values)
-    with torch.no_grad():
-        out = low.run(torch.zeros(1))
-    last = list(tm.graph.graph.nodes)[-1]
-    out_node, out_scale, out_shape = ("", 1.0, ()) if isinstance(out, Poison) else low.readout(last, out)
-    if not out_node and not isinstance(out, Poison) and not low.problems:
-        low.problems.append(tm.problem(last, "the model's output is not a linear layer", "end the model with nn.Linear"))
-    check_supported(tm, "spikedattention", refuse=_REFUSED, extra=low.problems)
+    out_node, out_scale, out_shape = low.lower_model("spikedattention", _REFUSED)
     nodes, latency = schedule(low.nodes, opts.T)
     net = Network("spikedattention", nodes, out_node, out_scale,
                   {"source": type(model).__name__, "output_shape": list(out_shape), "T": opts.T, "B": opts.B,

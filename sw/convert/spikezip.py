@@ -32,8 +32,8 @@ from ..fixed import signed_width_for
 from ..ir import Network, Port
 from ..neurons import StBif
 from ..quant import Quantizer
-from .frontend import TracedModel, UnsupportedModelError, check_supported, trace
-from .lowering import LoweringInterpreter, Poison, Sym, flat_index, identity_index, is_number
+from .frontend import TracedModel, trace
+from .lowering import LoweringInterpreter, Poison, Sym, flat_index, identity_index, is_number, require_quantizers
 
 __all__ = ["convert_spikezip", "SpikezipOptions"]
 
@@ -216,20 +216,6 @@ class _Spikezip(LoweringInterpreter):
         return self.fail(n, "scaling is converted only on spikes, products and linear outputs",
                          "move the factor into the preceding linear layer")
 
-    def lower_mul(self, n, args, kwargs):
-        a, b = args[0], args[1]
-        if isinstance(b, Sym):
-            a, b = b, a
-        if isinstance(b, Sym):
-            return self.fail(n, "the elementwise product of two activations has no spiking equivalent here",
-                             "multiply activations only through @ (attention)")
-        return self._scaled(n, a, b)
-
-    def lower_div(self, n, args, kwargs):
-        if isinstance(args[1], Sym) or not is_number(args[1]) or args[1] == 0:
-            return self.fail(n, "division by an activation or by zero", "divide by a non-zero Python number")
-        return self._scaled(n, args[0], 1.0 / args[1])
-
     def lower_matmul(self, n, args, kwargs):
         a, b = args[0], args[1]
         if not (isinstance(a, Counts) and isinstance(b, Counts)):
@@ -389,22 +375,10 @@ def convert_spikezip(model: nn.Module, example: torch.Tensor, opts: SpikezipOpti
     """
     model = model.eval()
     tm = trace(model)
-    if not any(isinstance(m, Quantizer) for m in model.modules()):
-        check_supported(tm, "spikezip", refuse=_REFUSED)       # what the float model must change first
-        raise UnsupportedModelError("spikezip", [tm.problem(next(iter(tm.graph.graph.nodes)),
-                                    "the model has no Quantizer: spikezip converts a QANN",
-                                    "insert LSQ quantizers (spikeforge.sw.quant) and fine-tune, or use the "
-                                    "spikedattention flow for a float model")], type(model).__name__)
+    require_quantizers(tm, "spikezip", _REFUSED, "a QANN", "insert LSQ quantizers (spikeforge.sw.quant) and "
+                       "fine-tune, or use the spikedattention flow for a float model")
     low = _Spikezip(tm, tuple(example.shape), opts)
-    with torch.no_grad():
-        out = low.run(torch.zeros(1))
-    last = list(tm.graph.graph.nodes)[-1]
-    out_node, out_scale, out_shape = low.readout(last, out)
-    if not out_node and not isinstance(out, Poison) and not low.problems:
-        low.problems.append(tm.problem(last, "the model's output is not a linear readout or a quantized value",
-                                       "end the model with nn.Linear"))
-    # front-end problems and the ones only the lowering sees, in one report
-    check_supported(tm, "spikezip", refuse=_REFUSED, extra=low.problems)
+    out_node, out_scale, out_shape = low.lower_model("spikezip", _REFUSED)
     net = Network("spikezip", low.nodes, out_node, out_scale,
                   {"source": type(model).__name__, "output_shape": list(out_shape),
                    "weight_bits": opts.weight_bits,
