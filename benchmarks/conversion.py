@@ -24,7 +24,7 @@ from spikeforge.sw.convert.crnn import CrnnOptions, convert_crnn, exact_window
 from spikeforge.sw.convert.spikedattention import SpikedAttentionOptions, convert_spikedattention
 from spikeforge.sw.energy import (E_ADD, E_MEM, E_MUL, ann_costs, mac_ac_energy, phase_snn_energy,
                                   spikedattention_ann_energy, spikedattention_snn_energy)
-from spikeforge.sw.phase_snn import run_phase
+from spikeforge.sw.phase_snn import run_phase, spike_agreement
 from spikeforge.sw.models.digits import INPUT_SCALE, digits_split
 from spikeforge.sw.models.train import accuracy, load
 from spikeforge.sw.snn import ann_macs, compare_runs, run_qann, run_snn
@@ -94,15 +94,13 @@ def spikedattention_rows(log=print) -> list[dict]:
         fx = run_phase(net, x, arithmetic="fixed")
         t_fixed = time.perf_counter() - t0
         fl = run_phase(net, x, arithmetic="float")
-        same = sum(int((fx.codes[k] == fl.codes[k]).sum()) for k in fx.codes)
-        total = sum(fx.codes[k].numel() for k in fx.codes)
         syn = float((fx.acs + fx.pair_adds).double().mean())
         upd = float(fx.neuron_updates.double().mean())
         row = {"flow": "spikedattention", "T": T, "B": B, "inhibition": inhibition, "images": len(x),
                "float_ann": float_acc, "ideal_ir": _acc(ideal.logits, y), "float_snn": _acc(fl.logits, y),
                "snn": _acc(fx.logits, y), "fixed_vs_float_predictions": float(
                    (fx.logits.argmax(1) == fl.logits.argmax(1)).float().mean()),
-               "fixed_vs_float_spikes": same / total, "max_logit_error_fixed_vs_float": float(
+               "fixed_vs_float_spikes": spike_agreement(fx, fl), "max_logit_error_fixed_vs_float": float(
                    (fx.logits - fl.logits).abs().max()),
                "latency_steps": fx.latency_steps, "spikes": float(fx.spikes_total.double().mean()),
                "synaptic_events": syn, "pair_adds": float(fx.pair_adds.double().mean()),

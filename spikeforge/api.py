@@ -389,7 +389,7 @@ def check_phase_conversion(net, source: torch.nn.Module | None = None, *, images
 
     from .sw.energy import ann_costs, phase_snn_energy, spikedattention_ann_energy
     from .sw.models.digits import digits_split
-    from .sw.phase_snn import run_phase
+    from .sw.phase_snn import run_phase, spike_agreement
     data = digits_split()
     x, y = data.x_test[:images], data.y_test[:images]
     t0 = time.perf_counter()
@@ -397,8 +397,6 @@ def check_phase_conversion(net, source: torch.nn.Module | None = None, *, images
     speed = len(x) / (time.perf_counter() - t0)
     fl = run_phase(net, x, arithmetic="float", batch_size=batch_size)
     acc = lambda out: float((out.argmax(1) == y).float().mean())   # noqa: E731
-    same = sum(int((fx.codes[k] == fl.codes[k]).sum()) for k in fx.codes)
-    total = sum(fx.codes[k].numel() for k in fx.codes)
     ann_acc, ann_e = float("nan"), float("nan")
     if source is not None:
         with torch.no_grad():
@@ -407,7 +405,7 @@ def check_phase_conversion(net, source: torch.nn.Module | None = None, *, images
         ann_e = spikedattention_ann_energy(macs, outs)
     return PhaseConversionCheck(
         len(x), ann_acc, acc(fl.logits), acc(fx.logits),
-        float((fx.logits.argmax(1) == fl.logits.argmax(1)).float().mean()), same / max(total, 1),
+        float((fx.logits.argmax(1) == fl.logits.argmax(1)).float().mean()), spike_agreement(fx, fl),
         float((fx.logits - fl.logits).abs().max()), fx.latency_steps, float(fx.spikes_total.double().mean()),
         float((fx.acs + fx.pair_adds).double().mean()), float(fx.macs.double().mean()), ann_e,
         float(phase_snn_energy(fx).mean()), fx.overflows, speed)

@@ -36,7 +36,7 @@ from .neurons import model_from_dict
 from .phase_coding import phase_encode
 from .snn import _Gather, encode_input
 
-__all__ = ["run_phase", "PhaseRun", "fire_codes", "ARITHMETICS"]
+__all__ = ["run_phase", "PhaseRun", "fire_codes", "spike_agreement", "ARITHMETICS"]
 
 ARITHMETICS = ("fixed", "float", "ideal")
 
@@ -88,6 +88,12 @@ def fire_codes(spikes: torch.Tensor) -> torch.Tensor:
     """``sign * (j + 1)`` of the (single) spike of each neuron in a window ``[T, ...]``; 0 = no spike."""
     j = torch.arange(1, spikes.shape[0] + 1, dtype=torch.int16).reshape((-1,) + (1,) * (spikes.dim() - 1))
     return (spikes.to(torch.int16) * j).sum(0).to(torch.int16)
+
+
+def spike_agreement(a: PhaseRun, b: PhaseRun) -> float:
+    """Fraction of neurons (all layers, all samples) whose spike (step and sign) is the same in both runs."""
+    same = sum(int((a.codes[k] == b.codes[k]).sum()) for k in a.codes)
+    return same / max(sum(c.numel() for c in a.codes.values()), 1)
 
 
 def _events(arr: torch.Tensor, offset: int = 0) -> np.ndarray:

@@ -198,11 +198,13 @@ class _RnnState:
             xe = self.buffer[:, e]
             cur = cur + _mm(xe, self.wx.T) + self.b
             macs += (xe != 0).sum(1) * self.h
-        rec = self.prev_sum if self.tracer else self.prev_spikes[p]
-        if self.tracer and p != 0:
-            rec = torch.zeros_like(rec)
-        cur = cur + _mm(rec, self.wh.T)
-        acs += rec.abs().sum(1) * self.h
+        if self.tracer:          # the whole recurrent term at the first sub-step
+            rec = self.prev_sum if p == 0 else None
+        else:                    # each previous-window spike at the same sub-step
+            rec = self.prev_spikes[p]
+        if rec is not None:
+            cur = cur + _mm(rec, self.wh.T)
+            acs += rec.abs().sum(1) * self.h
         overflows = int(self.model.accumulate(self.state, cur).sum())
         res = self.model.update(self.state, t)
         overflows += int(res.overflow.sum())
@@ -357,7 +359,7 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
         if t == 0:
             continue
         if t < busy_until - 1:             # a recurrent layer still has sequence elements to run
-            active |= True
+            active = torch.ones_like(active)
         newly = ~quiescent & ~active
         steps = torch.where(active & ~quiescent, torch.full_like(steps, t + 1), steps)
         quiescent |= newly

@@ -20,7 +20,8 @@ import torch.fx as fx
 from ..ir import Node, Port
 from .frontend import TracedModel, Unsupported, UnsupportedModelError, check_supported
 
-__all__ = ["Sym", "Poison", "LoweringInterpreter", "identity_index", "flat_index", "require_quantizers"]
+__all__ = ["Sym", "Poison", "LoweringInterpreter", "identity_index", "flat_index", "require_quantizers",
+           "check_input_encoding"]
 
 
 @dataclass
@@ -67,7 +68,7 @@ class LoweringInterpreter(fx.Interpreter):
         self.refused = set(refused)                        # kinds the flow reports through check_supported
         self.example_shape = tuple(example_shape)
         self.nodes: list[Node] = []
-        self.names: set[str] = set()
+        self.by_name: dict[str, Node] = {}
         self.problems: list[Unsupported] = []
         self.modules = dict(tm.graph.named_modules())
 
@@ -75,11 +76,11 @@ class LoweringInterpreter(fx.Interpreter):
     def add_node(self, name: str, op: str, inputs: list[Port], shape, origin: str, params=None, arrays=None) -> Node:
         base, k = name.replace(".", "_"), 1
         name = base
-        while name in self.names:
+        while name in self.by_name:
             k += 1
             name = f"{base}_{k}"
-        self.names.add(name)
         node = Node(name, op, inputs, tuple(shape), dict(params or {}), dict(arrays or {}), origin)
+        self.by_name[name] = node
         self.nodes.append(node)
         return node
 
@@ -197,6 +198,15 @@ def _map(a, fn):
     if isinstance(a, dict):
         return {k: _map(v, fn) for k, v in a.items()}
     return fn(a)
+
+
+def check_input_encoding(input_scale, input_range) -> None:
+    """Raise ``ValueError`` unless ``input_scale > 0`` and ``input_range`` is two integers ``low <= high``."""
+    if not (is_number(input_scale) and input_scale > 0):
+        raise ValueError(f"input_scale={input_scale!r} must be a positive number")
+    lo, hi = input_range
+    if not (isinstance(lo, int) and isinstance(hi, int) and lo <= hi):
+        raise ValueError(f"input_range={input_range!r} must be two integers low <= high")
 
 
 def require_quantizers(tm: TracedModel, flow: str, refuse: dict, what: str, alternative: str) -> None:

@@ -45,7 +45,7 @@ from ..neurons import PhaseNeuron
 from ..phase_coding import check_phase_params
 from ..quant import Quantizer
 from .frontend import TracedModel, check_supported, trace
-from .lowering import LoweringInterpreter, Poison, Sym, flat_index, identity_index, is_number
+from .lowering import check_input_encoding, LoweringInterpreter, Poison, Sym, flat_index, identity_index, is_number
 
 __all__ = ["SpikedAttentionOptions", "convert_spikedattention", "schedule", "bias_divisor"]
 
@@ -76,11 +76,7 @@ class SpikedAttentionOptions:
     scale_floor: float = 2.0 ** -6
 
     def __post_init__(self):
-        if not (is_number(self.input_scale) and self.input_scale > 0):
-            raise ValueError(f"input_scale={self.input_scale!r} must be a positive number")
-        lo, hi = self.input_range
-        if not (isinstance(lo, int) and isinstance(hi, int) and lo <= hi):
-            raise ValueError(f"input_range={self.input_range!r} must be two integers low <= high")
+        check_input_encoding(self.input_scale, self.input_range)
         check_phase_params(self.T, self.B)
         if not (isinstance(self.weight_bits, int) and 4 <= self.weight_bits <= 24):
             raise ValueError(f"weight_bits={self.weight_bits!r} must be an integer in 4..24")
@@ -223,6 +219,8 @@ class _SpikedAttention(LoweringInterpreter):
         self.lim = (1 << (opts.weight_bits - 1)) - 1
         self.proto = PhaseNeuron(opts.T, opts.B)          # default F and the realised base
         self.coded: dict[tuple[int, bool], Phase] = {}
+        self.units: dict[str, np.ndarray] = {}        # per held node: value of 1 at each flat position
+        self.bounds: dict[str, int] = {}              # per analog node: largest |value| (spikes: 1)
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _val(self, n: fx.Node) -> torch.Tensor:
@@ -236,12 +234,9 @@ class _SpikedAttention(LoweringInterpreter):
         """``x`` as a held or affine value: a pending pre-activation is coded first."""
         if isinstance(x, Pending):
             return self.code(n, x)
-        if isinstance(x, Analog) and self.nodes_by_name()[x.node].op == "attention":
+        if isinstance(x, Analog) and self.by_name[x.node].op == "attention":
             return self.code(n, self.as_pending(n, x, self._arg_val(n, i), "recode"))
         return x
-
-    def nodes_by_name(self) -> dict[str, Node]:
-        return {nd.name: nd for nd in self.nodes}
 
     def as_pending(self, n: fx.Node, x, val: torch.Tensor, label: str = "pass") -> Pending | Poison:
         """A held/affine value (or a pending one already coded) as a pending identity term (its linear node
@@ -285,11 +280,9 @@ class _SpikedAttention(LoweringInterpreter):
     def _emit_currents(self, n: fx.Node, p: Pending, scale_m: np.ndarray, name: str):
         """Linear nodes (+ add) producing the currents of ``p`` in units of ``2**-F`` of ``scale_m``; returns
         ``(source node name, F, current bound)`` or a :class:`Poison`."""
-        nodes = self.nodes_by_name()
         coefs = []
         for t in p.terms:
-            unit = _column_constant(nodes[t.node].arrays["scale"] if nodes[t.node].op == "neuron"
-                                    else self._units[t.node], t.gather)
+            unit = _column_constant(self.units[t.node], t.gather)
             if unit is None:
                 return self.fail(n, "the value's scale differs between rows of the same channel",
                                  "keep channels on the last axis")
@@ -309,7 +302,7 @@ class _SpikedAttention(LoweringInterpreter):
             cmax = float(np.abs(c).max(initial=0.0))
             shift = 0 if cmax == 0 else max(0, min(48, int(math.floor(math.log2(self.lim / (cmax * 2 ** F))))))
             w = np.round(c * 2 ** (F + shift)).astype(np.int64)
-            src_bound = self._bounds.get(t.node, 1)
+            src_bound = self.bounds.get(t.node, 1)
             arrays = {"weight": w}
             params = {"weight_bits": self.opts.weight_bits, "shift": shift, "bias_at": "every_step"}
             if i == 0:
@@ -350,6 +343,7 @@ class _SpikedAttention(LoweringInterpreter):
         unit = np.tile(scale_m, r)
         node = self.add_node(name, "neuron", [Port(src)], (p.bias.size,), p.origin,
                              {"model": model.to_dict(), "window": 0, "relu": p.relu}, {"scale": unit})
+        self.units[node.name] = unit
         phase = Phase(identity_index(tuple(p.bias.shape)), node.name, unit)
         self.coded[key] = phase
         return replace(phase, idx=p.idx)
@@ -361,9 +355,9 @@ class _SpikedAttention(LoweringInterpreter):
         node = self.add_node("input", "input", [], shape, self.origin(n),
                              {"scale": self.opts.input_scale, "encoding": "analog", "low": lo, "high": hi})
         size = int(np.prod(shape))
-        self._units = {node.name: np.full(size, self.opts.input_scale)}
-        self._bounds = {node.name: max(abs(lo), abs(hi))}
-        return Analog(identity_index(shape), node.name, self._units[node.name])
+        self.units[node.name] = np.full(size, self.opts.input_scale)
+        self.bounds[node.name] = max(abs(lo), abs(hi))
+        return Analog(identity_index(shape), node.name, self.units[node.name])
 
     def lower_linear(self, n, args, kwargs):
         x, mod = args[0], self.modules[n.target]
@@ -546,15 +540,13 @@ class _SpikedAttention(LoweringInterpreter):
                              "use v with as many tokens as k")
         e = v.shape[-1]
         gv = v.idx.reshape(g, c, e).numpy().copy()
-        nodes = self.nodes_by_name()
         units = []
         for sym, gather in ((s.q, s.gq), (s.k, s.gk), (v, gv)):
-            scale = nodes[sym.node].arrays["scale"]
-            u = np.stack([_column_constant(scale, gather[i]) if _column_constant(scale, gather[i]) is not None
-                          else np.full(gather.shape[2], np.nan) for i in range(g)])
-            if np.isnan(u).any():
+            scale = self.units[sym.node]
+            per_group = [_column_constant(scale, gather[i]) for i in range(g)]
+            if any(u is None for u in per_group):
                 return self.fail(n, "q, k or v scales differ between tokens of one channel", "keep channels last")
-            units.append(u)
+            units.append(np.stack(per_group))
         uq, uk, uv = units
         heads = []
         for i in range(g):
@@ -570,8 +562,8 @@ class _SpikedAttention(LoweringInterpreter):
                              [Port(s.q.node, s.gq), Port(s.k.node, s.gk), Port(v.node, gv)], (g, r, e),
                              self.origin(n), {"heads": heads, "window": 0})
         unit = np.broadcast_to((uv / 2 ** self.opts.out_frac_bits)[:, None, :], (g, r, e)).reshape(-1).copy()
-        self._units[node.name] = unit
-        self._bounds[node.name] = 2 ** (self.opts.out_frac_bits + 1)
+        self.units[node.name] = unit
+        self.bounds[node.name] = 2 ** (self.opts.out_frac_bits + 1)
         return Analog(identity_index(v.shape[:-2] + (r, e)), node.name, unit)
 
     # -- the network output ---------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from ..ir import Network, Port
 from ..neurons import StBif
 from ..quant import Quantizer
 from .frontend import TracedModel, trace
-from .lowering import LoweringInterpreter, Poison, Sym, flat_index, identity_index, is_number, require_quantizers
+from .lowering import check_input_encoding, LoweringInterpreter, Poison, Sym, flat_index, identity_index, is_number, require_quantizers
 
 __all__ = ["convert_spikezip", "SpikezipOptions"]
 
@@ -57,11 +57,7 @@ class SpikezipOptions:
     weight_bits: int = 8
 
     def __post_init__(self):
-        if not (is_number(self.input_scale) and self.input_scale > 0):
-            raise ValueError(f"input_scale={self.input_scale!r} must be a positive number")
-        lo, hi = self.input_range
-        if not (isinstance(lo, int) and isinstance(hi, int) and lo <= hi):
-            raise ValueError(f"input_range={self.input_range!r} must be two integers low <= high")
+        check_input_encoding(self.input_scale, self.input_range)
         if not (isinstance(self.weight_bits, int) and 2 <= self.weight_bits <= 24):
             raise ValueError(f"weight_bits={self.weight_bits!r} must be an integer in 2..24")
 
