@@ -26,13 +26,43 @@ from amaranth.hdl import Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SynthReport", "SynthHarness", "synthesize_ecp5", "SynthError", "ECP5_DEVICES"]
+__all__ = ["SynthReport", "SynthHarness", "synthesize_ecp5", "SynthError", "DoesNotFitError", "ECP5_DEVICES",
+           "ECP5_CAPACITY", "check_fits"]
 
 ECP5_DEVICES = {"25k": "LFE5U-25F", "45k": "LFE5U-45F", "85k": "LFE5U-85F", "um5g-85k": "LFE5UM5G-85F"}
+
+# What each ECP5 offers (Lattice ECP5 family data sheet, table 1.1): LUT4s (= flip-flops), 18-kbit
+# DP16KD block RAMs, 18x18 multipliers.
+ECP5_CAPACITY = {
+    "25k": {"LUT4": 24288, "TRELLIS_FF": 24288, "DP16KD": 56, "MULT18X18D": 28},
+    "45k": {"LUT4": 43848, "TRELLIS_FF": 43848, "DP16KD": 108, "MULT18X18D": 72},
+    "85k": {"LUT4": 83640, "TRELLIS_FF": 83640, "DP16KD": 208, "MULT18X18D": 156},
+    "um5g-85k": {"LUT4": 83640, "TRELLIS_FF": 83640, "DP16KD": 208, "MULT18X18D": 156},
+}
+_RESOURCE_NAMES = {"LUT4": "LUT4s", "TRELLIS_FF": "flip-flops", "DP16KD": "DP16KD block RAMs",
+                   "MULT18X18D": "MULT18 multipliers"}
 
 
 class SynthError(RuntimeError):
     """yosys or nextpnr failed; the message holds the tool's log tail."""
+
+
+class DoesNotFitError(ValueError):
+    """The synthesised design needs more of a resource than the device has (found before place-and-route)."""
+
+
+def check_fits(name: str, cells: dict[str, int], device: str):
+    """Raise :class:`DoesNotFitError` if the yosys cell counts ``cells`` exceed ``device``'s capacity,
+    naming every resource over the limit, the need, the limit and the bigger devices that would fit."""
+    over = [(k, cells.get(k, 0), cap) for k, cap in ECP5_CAPACITY[device].items() if cells.get(k, 0) > cap]
+    if not over:
+        return
+    bigger = [d for d, caps in ECP5_CAPACITY.items() if d != device and not d.startswith("um5g")
+              and all(cells.get(k, 0) <= c for k, c in caps.items())]
+    needs = "; ".join(f"{need} {_RESOURCE_NAMES[k]}, the {ECP5_DEVICES[device]} has {cap}" for k, need, cap in over)
+    fix = f"use --device {' or '.join(bigger)}" if bigger else "no ECP5 is large enough"
+    raise DoesNotFitError(f"{name} does not fit: it needs {needs}; {fix}, or make the design smaller "
+                          "(fewer neurons/tokens/dims)")
 
 
 @dataclass
@@ -129,15 +159,25 @@ def _synth(work: Path, source: str, top: str, extra: str, log_name: str) -> str:
 
 def synthesize_ecp5(component: wiring.Component, name: str, *, device: str = "25k", package: str = "CABGA381",
                     speed: int = 6, target_mhz: float = 150.0, workdir: Path | None = None,
-                    seed: int = 1) -> SynthReport:
-    """Synthesise ``component`` for an ECP5 and place-and-route it; see the module docstring."""
+                    seed: int = 1, progress=None) -> SynthReport:
+    """Synthesise ``component`` for an ECP5 and place-and-route it; see the module docstring.
+
+    After synthesis the cell counts are checked against the device (:func:`check_fits`), so a design
+    that cannot fit fails in seconds, not after a long place-and-route. ``progress`` (a callable) is
+    given a line of text per stage."""
     if device not in ECP5_DEVICES:
         raise ValueError(f"device={device!r} is not an ECP5 size nextpnr knows; choose one of {sorted(ECP5_DEVICES)}")
-    work = Path(workdir or tempfile.mkdtemp(prefix=f"sf-synth-{name}-"))
+    if not target_mhz > 0:
+        raise ValueError(f"target_mhz={target_mhz} must be > 0")
+    report = progress or (lambda text: None)
+    work = Path(workdir).resolve() if workdir else Path(tempfile.mkdtemp(prefix=f"sf-synth-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / f"{name}.v").write_text(verilog.convert(component, name=name, emit_src=False))
+    report(f"yosys synth_ecp5 of {name}")
     mapper = _synth(work, f"{name}.v", name, f"tee -o {name}.stat stat", "yosys_core.log")
     cells = _yosys_cells((work / f"{name}.stat").read_text())
+    check_fits(name, cells, device)
+    report(f"yosys synth_ecp5 of the pin harness, then nextpnr-ecp5 on the {ECP5_DEVICES[device]}")
 
     harness = SynthHarness(component)
     top = f"{name}_harness"

@@ -200,10 +200,14 @@ def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilato
     """Replay every golden trace on ``block`` (a :class:`TraceMatmul` or :class:`WossSoftmax`) with
     random idle input cycles and output backpressure, on Verilator (cocotb) or Amaranth's simulator,
     and diff each observed trace against its golden."""
+    import shutil
     import tempfile
     from pathlib import Path
 
+    from .bench import check_stall_probability
     from .trace import diff_traces
+    check_stall_probability("idle", idle)
+    check_stall_probability("backpressure", backpressure)
     kind = goldens[0].meta["block"] if goldens else None
     if kind not in _REPLAYS:
         raise ValueError(f"no replay for block {kind!r}; known: {sorted(_REPLAYS)}")
@@ -230,6 +234,7 @@ def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilato
                                    "replays": replays})
         for g, r, a in zip(goldens, replays, answers):
             results.append((g, SpikeTrace.load(r["observed"]), a["cycles"], a["beats"]))
+        shutil.rmtree(work, ignore_errors=True)
     else:
         raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
     return [BlockCheck(g, o, diff_traces(g, o), c, b, simulator, idle, backpressure) for g, o, c, b in results]

@@ -24,11 +24,19 @@ from amaranth.hdl import Value
 from .payload import pack, unpack
 
 __all__ = ["Bench", "AmaranthBench", "CocotbBench", "StreamSource", "StreamSink", "clock", "run_until",
-           "SimulationTimeout"]
+           "SimulationTimeout", "check_stall_probability"]
 
 
 class SimulationTimeout(RuntimeError):
     """The design did not reach the expected end state within the cycle budget."""
+
+
+def check_stall_probability(name: str, p: float) -> float:
+    """``p`` as a stall probability in [0, 1); 1 (never offer / never accept a beat) would never finish."""
+    if not isinstance(p, (int, float)) or p != p or not 0.0 <= p < 1.0:
+        raise ValueError(f"{name}={p!r} is out of range: a stall probability must be in [0, 1) "
+                         f"({name}=1 would stall the stream forever); use e.g. {name}=0.25")
+    return float(p)
 
 
 class Bench(abc.ABC):
@@ -123,7 +131,7 @@ class StreamSource:
 
     def __init__(self, bench: Bench, name: str, layout, *, idle: float = 0.0, rng: random.Random | None = None):
         self.bench, self.name, self.layout = bench, name, layout
-        self.idle, self.rng = idle, rng or random.Random(0)
+        self.idle, self.rng = check_stall_probability("idle", idle), rng or random.Random(0)
         self.queue: deque = deque()
         self._offered = False
         self.sent = 0
@@ -156,7 +164,8 @@ class StreamSink:
     def __init__(self, bench: Bench, name: str, layout, *, backpressure: float = 0.0,
                  rng: random.Random | None = None, on_receive=None):
         self.bench, self.name, self.layout = bench, name, layout
-        self.backpressure, self.rng = backpressure, rng or random.Random(1)
+        self.backpressure = check_stall_probability("backpressure", backpressure)
+        self.rng = rng or random.Random(1)
         self.received: list = []
         self.on_receive = on_receive
         self._ready = 0

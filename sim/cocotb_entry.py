@@ -53,7 +53,19 @@ async def _attention_block_replay(dut, job):
     return answers
 
 
-_KINDS = {"neuron_core_replay": _neuron_core_replay, "attention_block_replay": _attention_block_replay}
+async def _smoke(dut, job):
+    """``spikeforge doctor``'s check: clock the tiny counter of :func:`spikeforge.sim.toolchain.smoke_test`."""
+    bench = CocotbBench(dut)
+    await bench.reset()
+    bench.set("en", 1)
+    for _ in range(job["cycles"]):
+        await bench.cycle()
+    await bench.settle()
+    return {"count": bench.get("count")}
+
+
+_KINDS = {"neuron_core_replay": _neuron_core_replay, "attention_block_replay": _attention_block_replay,
+          "smoke": _smoke}
 
 
 @cocotb.test()

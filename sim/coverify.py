@@ -10,6 +10,7 @@ True
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..hw.neuron_core import NeuronCore
 from .amaranth_sim import run_amaranth
+from .bench import check_stall_probability
 from .core_replay import core_golden, random_core_inputs, replay_core
 from .trace import SpikeTrace, TraceDiff, diff_traces
 
@@ -63,35 +65,53 @@ def verify_core(core: NeuronCore, goldens: list[SpikeTrace], *, simulator: str =
     """Replay every golden trace on ``core``'s RTL and diff the observed traces against them.
 
     ``simulator`` is ``"verilator"`` (cocotb on the Verilog, built once and cached) or
-    ``"amaranth"`` (Amaranth's Python simulator; no build, slower per cycle).
+    ``"amaranth"`` (Amaranth's Python simulator; no build, slower per cycle). ``idle`` and
+    ``backpressure`` are stall probabilities in [0, 1). With ``workdir`` the traces are kept there
+    (``golden<i>.npz``, ``observed<i>.npz``) on either simulator; ``waves`` (needs ``workdir``)
+    records VCD waveforms there: ``waves.vcd`` for the whole Verilator job, ``waves<i>.vcd`` per
+    replay on Amaranth.
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator={simulator!r} is not supported; choose one of {SIMULATORS}")
+    check_stall_probability("idle", idle)
+    check_stall_probability("backpressure", backpressure)
+    if malformed < 0:
+        raise ValueError(f"malformed={malformed} must be >= 0")
+    if waves and workdir is None:
+        raise ValueError("waves=True needs a workdir to write the waveform into")
     for g in goldens:
         if g.meta.get("config", {}).get("model") != core.model.to_dict():
             raise ValueError("golden trace was made for another neuron model than the core's: "
                              f"{g.meta.get('config', {}).get('model')} vs {core.model.to_dict()}")
     replays = [dict(idle=idle, backpressure=backpressure, seed=seed + i, malformed=malformed)
                for i in range(len(goldens))]
+    work = Path(workdir).resolve() if workdir is not None else None   # jobs run in another folder
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
     checks = []
     if simulator == "amaranth":
-        for g, r in zip(goldens, replays):
-            res = run_amaranth(core, lambda bench: replay_core(bench, core, g, **r))
+        for i, (g, r) in enumerate(zip(goldens, replays)):
+            vcd = str(work / f"waves{i}.vcd") if waves else None
+            res = run_amaranth(core, lambda bench: replay_core(bench, core, g, **r), vcd=vcd)
+            if work is not None:
+                g.save(work / f"golden{i}.npz")
+                res.trace.save(work / f"observed{i}.npz")
             checks.append(CoreCheck(g, res.trace, diff_traces(_expected(core, g, malformed), res.trace), res.cycles,
                                     res.beats, res.accumulate_beats, simulator, idle, backpressure))
         return checks
     from .verilator import build, run_job
     design = build(core, core.verilog_name, waves=waves)
-    work = Path(workdir or tempfile.mkdtemp(prefix="sf-verify-"))
-    work.mkdir(parents=True, exist_ok=True)
+    keep = work is not None
+    work = work or Path(tempfile.mkdtemp(prefix="sf-verify-"))
     for i, (g, r) in enumerate(zip(goldens, replays)):
         r["golden"] = str(g.save(work / f"golden{i}.npz"))
         r["observed"] = str(work / f"observed{i}.npz")
     answer = run_job(design, {"kind": "neuron_core_replay", "config": core.config(), "replays": replays},
-                     waves=waves)
+                     waves_to=work / "waves.vcd" if waves else None)
     for g, r, a in zip(goldens, replays, answer):
         obs = SpikeTrace.load(r["observed"])
         checks.append(CoreCheck(g, obs, diff_traces(_expected(core, g, malformed), obs), a["cycles"], a["beats"],
                                 a["accumulate_beats"], simulator, idle, backpressure))
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
     return checks
-

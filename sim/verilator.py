@@ -57,8 +57,10 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
     """Verilog for ``component`` compiled by Verilator, reusing a cached build of the same design."""
     info = ensure_verilator()
     text = verilog.convert(component, name=name, emit_src=False)
-    args = list(BUILD_ARGS) + list(extra_args) + (["--trace-fst", "--trace-structs"] if waves else [])
-    key = hashlib.sha256(json.dumps([text, args, info.version, metadata.version("cocotb"), name]).encode()).hexdigest()[:16]
+    # waves: the runner adds --trace (VCD). FST would need zlib/lz4 headers that no pip package ships.
+    args = list(BUILD_ARGS) + list(extra_args) + (["--trace-structs"] if waves else [])
+    key = hashlib.sha256(json.dumps([text, args, waves, info.version, metadata.version("cocotb"),
+                                     name]).encode()).hexdigest()[:16]
     directory = cache_dir() / f"{name}-{key}"
     directory.mkdir(parents=True, exist_ok=True)
     done = directory / ".complete"
@@ -92,9 +94,14 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
     return VerilatorBuild(name, directory, src, False)
 
 
-def run_job(design: VerilatorBuild, job: dict, *, testcase: str = "run_job", waves: bool = False) -> dict:
-    """Run ``job`` (JSON-serialisable; see :mod:`spikeforge.sim.cocotb_entry`) on ``design``."""
+def run_job(design: VerilatorBuild, job: dict, *, testcase: str = "run_job", waves_to: Path | None = None) -> dict:
+    """Run ``job`` (JSON-serialisable; see :mod:`spikeforge.sim.cocotb_entry`) on ``design``.
+
+    The job runs in a temporary folder, so every path in ``job`` must be absolute (checked).
+    ``waves_to``: record a VCD waveform of the whole job there (``design`` must be built with
+    ``waves=True``)."""
     ensure_verilator()
+    _check_absolute(job)
     from cocotb_tools.runner import get_results, get_runner
     work = Path(tempfile.mkdtemp(prefix=f"sf-{design.name}-"))
     job_file, answer_file = work / "job.json", work / "answer.json"
@@ -104,9 +111,32 @@ def run_job(design: VerilatorBuild, job: dict, *, testcase: str = "run_job", wav
     results = runner.test(test_module="spikeforge.sim.cocotb_entry", hdl_toplevel=design.name,
                           hdl_toplevel_lang="verilog", testcase=testcase,
                           build_dir=design.build_dir, test_dir=work, results_xml=str(work / "results.xml"),
-                          extra_env={"SPIKEFORGE_JOB": str(job_file)}, waves=waves, log_file=log)
+                          extra_env={"SPIKEFORGE_JOB": str(job_file)}, waves=waves_to is not None, log_file=log)
     tests, failed = get_results(Path(results))
     if failed or tests == 0 or not answer_file.exists():
         tail = log.read_text()[-4000:] if log.exists() else "(no log)"
         raise SimulationError(f"cocotb job on {design.name} failed ({failed}/{tests} tests failed); log tail:\n{tail}")
-    return json.loads(answer_file.read_text())
+    if waves_to is not None:
+        dump = work / "dump.vcd"
+        if not dump.exists():
+            raise SimulationError(f"the job on {design.name} wrote no waveform: was the design built with waves=True?")
+        shutil.move(str(dump), str(waves_to))
+    answer = json.loads(answer_file.read_text())
+    shutil.rmtree(work, ignore_errors=True)
+    return answer
+
+
+def _check_absolute(job):
+    """Paths handed to a job must not depend on the simulator's working directory."""
+    if isinstance(job, dict):
+        for key, value in job.items():
+            if isinstance(value, str) and key in _PATH_KEYS and not os.path.isabs(value):
+                raise ValueError(f"job path {key}={value!r} is relative; the simulator runs in another folder "
+                                 "(resolve it first)")
+            _check_absolute(value)
+    elif isinstance(job, list):
+        for value in job:
+            _check_absolute(value)
+
+
+_PATH_KEYS = ("golden", "observed", "answer", "trace", "path", "file")

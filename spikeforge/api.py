@@ -24,6 +24,7 @@ __all__ = ["MODEL_KINDS", "DEFAULT_CORES", "make_model", "make_core", "default_c
            "FLOWS", "EMBEDDED_MODELS", "convert", "check_conversion", "ConversionCheck"]
 
 MODEL_KINDS = ("stbif", "bif", "if", "phase")
+DEFAULT_INHIBITION = "window_max"
 
 # The default configurations whose resources are tabulated in docs/results/neuron_cores.md.
 DEFAULT_CORES = {
@@ -98,11 +99,10 @@ def simulate_core(core: NeuronCore, *, steps: int = 60, events: int = 2000, seed
                        workdir=workdir, waves=waves)
 
 
-def report_core(core: NeuronCore, *, device: str = "25k", target_mhz: float = 150.0, workdir=None):
+def report_core(core: NeuronCore, *, device: str = "25k", target_mhz: float = 150.0, workdir=None,
+                progress=None):
     """ECP5 resources (yosys) and Fmax (nextpnr) of ``core``; see :mod:`spikeforge.boards.synth`."""
-    from .boards.synth import synthesize_ecp5
-    return synthesize_ecp5(core, core.verilog_name, device=device, target_mhz=target_mhz,
-                           workdir=workdir)
+    return report_block(core, device=device, target_mhz=target_mhz, workdir=workdir, progress=progress)
 
 
 @dataclass
@@ -240,11 +240,14 @@ def simulate_head(q, k, v, T: int, B: float, *, inhibition: str = "first_step", 
                      stats=dict(golden.meta["stats"], empty_rows=res.empty_rows, overflows=res.overflows))
 
 
-def report_block(block, *, device: str = "25k", target_mhz: float = 150.0, workdir=None):
+def report_block(block, *, device: str = "25k", target_mhz: float = 150.0, workdir=None, progress=None):
     """ECP5 resources (yosys) and Fmax (nextpnr) of any block with a ``verilog_name`` (a core, an
-    attention block, a head); see :mod:`spikeforge.boards.synth`."""
+    attention block, a head); see :mod:`spikeforge.boards.synth`. A block that does not fit ``device``
+    is refused after synthesis, before place-and-route (:class:`~spikeforge.boards.synth.DoesNotFitError`).
+    ``progress``: a callable given a line of text per stage."""
     from .boards.synth import synthesize_ecp5
-    return synthesize_ecp5(block, block.verilog_name, device=device, target_mhz=target_mhz, workdir=workdir)
+    return synthesize_ecp5(block, block.verilog_name, device=device, target_mhz=target_mhz,
+                           workdir=None if workdir is None else Path(workdir).resolve(), progress=progress)
 
 
 def generate_block(block, outdir, *, name: str | None = None, extra: dict | None = None) -> dict[str, Path]:
@@ -288,6 +291,21 @@ class ConversionCheck:
     sops_mean: float
     overflows: int
     truncations: int = 0
+
+    @property
+    def passed(self) -> bool:
+        """The exactness claim holds: every image bit-exact and every run quiescent."""
+        return self.mismatched_images == 0 and self.quiescent == self.images
+
+
+def _test_images(images: int | None):
+    """The first ``images`` of the digits test split (all by default), refusing counts it does not have."""
+    from .sw.models.digits import digits_split
+    data = digits_split()
+    if images is not None and not 1 <= images <= len(data.x_test):
+        raise ValueError(f"images={images} is out of range: the digits test split has {len(data.x_test)} images "
+                         f"(give 1 to {len(data.x_test)}, or leave it out for all)")
+    return data.x_test[:images], data.y_test[:images]
 
 
 def convert(model=None, flow: str = "spikezip", *, example=None, input_scale: float | None = None,
@@ -338,17 +356,22 @@ def convert(model=None, flow: str = "spikezip", *, example=None, input_scale: fl
 
 
 def check_conversion(net, source: torch.nn.Module | None = None, *, images: int | None = None,
-                     max_steps: int | None = None) -> ConversionCheck:
+                     max_steps: int | None = None, progress=None) -> ConversionCheck:
     """Run ``net`` as integer QANN and as SNN on the digits test split (first ``images``) and compare
-    (spikezip; a spikedattention network goes to :func:`check_phase_conversion`)."""
-    from .sw.models.digits import digits_split
+    (spikezip; a spikedattention network goes to :func:`check_phase_conversion`). ``progress``: a
+    callable given a line of text as the runs go."""
+    from .progress import reporter
     if net.flow == "spikedattention":
         raise ValueError("a spikedattention network has no integer QANN to match: use check_phase_conversion")
     from .sw.snn import compare_runs, run_qann, run_snn
-    data = digits_split()
-    x, y = data.x_test[:images], data.y_test[:images]
+    report = reporter(progress)
+    x, y = _test_images(images)
     max_steps = net.meta.get("sequence_steps", 0) + 400 if max_steps is None else max_steps
-    q, s = run_qann(net, x), run_snn(net, x, max_steps=max_steps)
+    report(f"integer QANN on {len(x)} test images")
+    q = run_qann(net, x)
+    s = run_snn(net, x, max_steps=max_steps,
+                progress=lambda t, busy: report(f"SNN step {t + 1} (max {max_steps}): {busy} of {len(x)} images "
+                                                "not yet quiescent"))
     bad, first = compare_runs(net, q, s)
     src = float("nan")
     if source is not None:
@@ -381,21 +404,29 @@ class PhaseConversionCheck:
     overflows: int
     images_per_second: float
 
+    def passed(self, max_loss: float = 1.0) -> bool:
+        """The bit-exact SNN loses at most ``max_loss`` accuracy points against the float ANN and
+        nothing saturated."""
+        return 100 * (self.ann_accuracy - self.fixed_accuracy) <= max_loss and self.overflows == 0
+
 
 def check_phase_conversion(net, source: torch.nn.Module | None = None, *, images: int | None = None,
-                           batch_size: int = 120) -> PhaseConversionCheck:
-    """Run a spikedattention network in both arithmetics on the digits test split (first ``images``)."""
+                           batch_size: int = 120, progress=None) -> PhaseConversionCheck:
+    """Run a spikedattention network in both arithmetics on the digits test split (first ``images``).
+    ``progress``: a callable given a line of text per batch."""
     import time
 
+    from .progress import reporter
     from .sw.energy import ann_costs, phase_snn_energy, spikedattention_ann_energy
-    from .sw.models.digits import digits_split
     from .sw.phase_snn import run_phase, spike_agreement
-    data = digits_split()
-    x, y = data.x_test[:images], data.y_test[:images]
+    report = reporter(progress)
+    x, y = _test_images(images)
     t0 = time.perf_counter()
-    fx = run_phase(net, x, arithmetic="fixed", batch_size=batch_size)
+    fx = run_phase(net, x, arithmetic="fixed", batch_size=batch_size,
+                   progress=lambda done: report(f"bit-exact SNN: {done} of {len(x)} images"))
     speed = len(x) / (time.perf_counter() - t0)
-    fl = run_phase(net, x, arithmetic="float", batch_size=batch_size)
+    fl = run_phase(net, x, arithmetic="float", batch_size=batch_size,
+                   progress=lambda done: report(f"float reference of the rules: {done} of {len(x)} images"))
     acc = lambda out: float((out.argmax(1) == y).float().mean())   # noqa: E731
     ann_acc, ann_e = float("nan"), float("nan")
     if source is not None:

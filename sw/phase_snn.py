@@ -268,9 +268,10 @@ class _Runner:
 
 
 def run_phase(net: Network, x: torch.Tensor, *, arithmetic: str = "fixed", batch_size: int = 120,
-              record: int | None = None) -> PhaseRun:
+              record: int | None = None, progress=None) -> PhaseRun:
     """Run a phase-coded network on inputs ``x`` (chunks of ``batch_size``); ``record`` = a sample index
-    whose per-layer currents and spikes are kept (golden traces)."""
+    whose per-layer currents and spikes are kept (golden traces); ``progress(done)`` is called with the
+    number of inputs run so far, after every chunk."""
     if record is not None and not 0 <= record < len(x):
         raise ValueError(f"record={record} is outside the batch of {len(x)} inputs")
     runner = _Runner(net, arithmetic, None)
@@ -279,6 +280,8 @@ def run_phase(net: Network, x: torch.Tensor, *, arithmetic: str = "fixed", batch
         rec = record - start if record is not None and start <= record < start + batch_size else None
         runner.record = rec
         parts.append(runner.run(x[start:start + batch_size]))
+        if progress is not None:
+            progress(min(start + batch_size, len(x)))
     first = parts[0]
     cat = lambda key: torch.cat([getattr(p, key) for p in parts])          # noqa: E731
     return PhaseRun(cat("logits"), {k: torch.cat([p.codes[k] for p in parts]) for k in first.codes},

@@ -264,10 +264,12 @@ def run_qann(net: Network, x: torch.Tensor) -> QannRun:
     return QannRun(values, _output(net, values, counts.shape[0]))
 
 
-def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | None = None) -> SnnRun:
+def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | None = None,
+            progress=None) -> SnnRun:
     """Run the spiking network on a batch until every sample is quiescent or ``max_steps``.
 
     ``record`` = a sample index whose per-neuron-layer input currents and spikes are kept (golden traces).
+    ``progress(t, busy)`` is called after each step ``t`` with the number of samples not yet quiescent.
     """
     counts = encode_input(net, x)
     batch = counts.shape[0]
@@ -363,6 +365,8 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
         newly = ~quiescent & ~active
         steps = torch.where(active & ~quiescent, torch.full_like(steps, t + 1), steps)
         quiescent |= newly
+        if progress is not None:
+            progress(t, int((~quiescent).sum()))
         if bool(quiescent.all()):
             break
     values = acc

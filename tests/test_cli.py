@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from spikeforge.cli import main
 
-COMMANDS = [[], ["doctor"], ["generate"], ["generate", "core"], ["simulate"], ["simulate", "core"], ["report"],
+COMMANDS = [[], ["doctor"], ["network"], ["network", "show"], ["generate"], ["generate", "core"], ["simulate"], ["simulate", "core"], ["report"],
             ["report", "core"], ["generate", "attention"], ["simulate", "attention"], ["report", "attention"],
             ["trace"], ["trace", "show"], ["trace", "diff"], ["demo"], ["convert"]]
 
@@ -38,10 +38,10 @@ def test_generate_core_writes_verilog_and_config(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "phase", "--T", "8", "--B", "1.0"], "B=1.0 is out of range: the phase-coding base must be > 1"),
-    (["--model", "phase", "--T", "0", "--B", "1.4"], "T=0 is too small"),
-    (["--model", "stbif", "--neurons", "10", "--lanes", "4"], "neurons=10 is not a multiple of lanes=4"),
+    (["--model", "phase", "--T", "0", "--B", "1.4"], "'--T': 0 is not in the range x>=1"),
+    (["--model", "stbif", "--neurons", "10", "--lanes", "4"], "--neurons=10 is not a multiple of --lanes=4"),
     (["--model", "bif"], "the bif model needs --window"),
-    (["--model", "stbif", "--levels", "16", "--theta", "300", "--v-width", "8"], "raise v_width to at least"),
+    (["--model", "stbif", "--levels", "16", "--theta", "300", "--v-width", "8"], "raise --v-width to at least"),
 ])
 def test_bad_parameters_give_clear_errors(tmp_path, args, message):
     r = CliRunner().invoke(main, ["generate", "core", *args, "-o", str(tmp_path)])
