@@ -30,8 +30,9 @@ __all__ = ["network_traces", "dump_network_traces"]
 
 
 def network_traces(net: Network, x: torch.Tensor, *, sample: int = 0, lanes: int = 1,
-                   max_steps: int = 256) -> dict[str, SpikeTrace]:
-    """Per neuron layer (in graph order), the golden trace of sample ``sample`` of batch ``x``."""
+                   max_steps: int = 256, timing: str = "zero") -> dict[str, SpikeTrace]:
+    """Per neuron layer (in graph order), the golden trace of sample ``sample`` of batch ``x``, with the
+    network run at ``timing`` (:data:`spikeforge.sw.snn.TIMINGS`; count-coded networks)."""
     if not 0 <= sample < len(x):
         raise ValueError(f"sample={sample} is outside the batch of {len(x)} inputs")
     if net.flow == "spikedattention":        # one period (integrate + fire window) per layer, layer-local steps
@@ -39,7 +40,8 @@ def network_traces(net: Network, x: torch.Tensor, *, sample: int = 0, lanes: int
         steps = {n.name: n.params["model"]["T"] * 2 for n in net.neurons()}
         quiescent = True
     else:
-        run = run_snn(net, x, max_steps=max(max_steps, net.meta.get("sequence_steps", 0) + 256), record=sample)
+        run = run_snn(net, x, max_steps=max(max_steps, net.meta.get("sequence_steps", 0) + 256), record=sample,
+                      timing=timing)
         steps = {n.name: run.total_steps for n in net if n.op in ("neuron", "rnn")}
         quiescent = bool(run.quiescent[sample])
     traces = {}
@@ -53,7 +55,8 @@ def network_traces(net: Network, x: torch.Tensor, *, sample: int = 0, lanes: int
             raise AssertionError(f"layer {node.name!r}: the layer run alone does not reproduce its spikes in the "
                                  "network (simulator inconsistency)")
         trace.meta.update({"layer": node.name, "origin": node.origin, "flow": net.flow, "sample": sample,
-                           "quiescent": quiescent, "window": node.params.get("window")})
+                           "quiescent": quiescent, "window": node.params.get("window"),
+                           "timing": None if net.flow == "spikedattention" else timing})
         traces[node.name] = trace
     return traces
 

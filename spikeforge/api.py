@@ -356,10 +356,11 @@ def convert(model=None, flow: str = "spikezip", *, example=None, input_scale: fl
 
 
 def check_conversion(net, source: torch.nn.Module | None = None, *, images: int | None = None,
-                     max_steps: int | None = None, progress=None) -> ConversionCheck:
+                     max_steps: int | None = None, progress=None, timing: str = "zero") -> ConversionCheck:
     """Run ``net`` as integer QANN and as SNN on the digits test split (first ``images``) and compare
     (spikezip; a spikedattention network goes to :func:`check_phase_conversion`). ``progress``: a
-    callable given a line of text as the runs go."""
+    callable given a line of text as the runs go; ``timing``: when a layer sees its inputs' spikes
+    (:data:`spikeforge.sw.snn.TIMINGS`)."""
     from .progress import reporter
     if net.flow == "spikedattention":
         raise ValueError("a spikedattention network has no integer QANN to match: use check_phase_conversion")
@@ -369,7 +370,7 @@ def check_conversion(net, source: torch.nn.Module | None = None, *, images: int 
     max_steps = net.meta.get("sequence_steps", 0) + 400 if max_steps is None else max_steps
     report(f"integer QANN on {len(x)} test images")
     q = run_qann(net, x)
-    s = run_snn(net, x, max_steps=max_steps,
+    s = run_snn(net, x, max_steps=max_steps, timing=timing,
                 progress=lambda t, busy: report(f"SNN step {t + 1} (max {max_steps}): {busy} of {len(x)} images "
                                                 "not yet quiescent"))
     bad, first = compare_runs(net, q, s)

@@ -264,13 +264,31 @@ def run_qann(net: Network, x: torch.Tensor) -> QannRun:
     return QannRun(values, _output(net, values, counts.shape[0]))
 
 
+#: When a node's output is seen by the nodes that read it (the hardware's timing, see docs/conversion.md):
+#: ``zero`` in the same step (topological order); ``layer`` one step later for every spiking layer
+#: (``neuron``/``rnn`` nodes: a pipelined accelerator where each layer integrates in step t+1 what the
+#: previous one emitted in step t); ``node`` one step later for every node but the input.
+TIMINGS = ("zero", "layer", "node")
+
+
+def _delayed_ops(timing: str) -> set[str]:
+    if timing not in TIMINGS:
+        raise ValueError(f"timing={timing!r} is not a network timing; choose one of {TIMINGS}")
+    return {"zero": set(), "layer": {"neuron", "rnn"},
+            "node": {"linear", "neuron", "add", "matmul", "softmax", "layernorm", "sum", "rnn"}}[timing]
+
+
 def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | None = None,
-            progress=None) -> SnnRun:
+            progress=None, timing: str = "zero") -> SnnRun:
     """Run the spiking network on a batch until every sample is quiescent or ``max_steps``.
 
     ``record`` = a sample index whose per-neuron-layer input currents and spikes are kept (golden traces).
     ``progress(t, busy)`` is called after each step ``t`` with the number of samples not yet quiescent.
+    ``timing`` (:data:`TIMINGS`) says when a node's output reaches its readers; the totals at quiescence,
+    hence the outputs, are the same for every timing (every operator works on increments whose sums
+    telescope), only the steps differ.
     """
+    delayed = _delayed_ops(timing)
     counts = encode_input(net, x)
     batch = counts.shape[0]
     g = _gathers(net)
@@ -290,11 +308,12 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
     overflows = 0
     rec = {name: {"inputs": [], "spikes": []} for name in list(models) + list(rnns)} if record is not None else {}
     t = 0
+    visible: dict[str, torch.Tensor] = {}         # the outputs readers see in this step
     for t in range(max_steps):
         values: dict[str, torch.Tensor] = {}
         active = torch.zeros(batch, dtype=torch.bool)
         for n in net:
-            ins = [gi(values) for gi in g[n.name]]
+            ins = [gi(visible) for gi in g[n.name]]
             if n.op == "input":
                 out = counts if t == 0 else torch.zeros_like(counts)
             elif n.op == "linear":
@@ -355,9 +374,14 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
                 raise ValueError(f"{n.describe()}: no spiking semantics for op {n.op!r}")
             out = out.reshape(batch, -1)
             values[n.name] = out
+            if n.op not in delayed:
+                visible[n.name] = out
+            elif n.name not in visible:
+                visible[n.name] = torch.zeros_like(out)      # nothing emitted before step 0
             acc[n.name] += out
             if n.op != "input":
                 active |= (out != 0).any(1)
+        visible.update({name: v for name, v in values.items() if net[name].op in delayed})
         if t == 0:
             continue
         if t < busy_until - 1:             # a recurrent layer still has sequence elements to run
