@@ -28,7 +28,9 @@ Neuron layers of the phase flow (``model`` kind ``phase``) carry a per-neuron ``
 of a spike at step 0) and the ``window`` they integrate in; count-coded layers carry ``step``.
 
 Files are JSON (one node per line, arrays as flat integer or float lists) with a format tag and a
-version; :meth:`Network.load` validates everything and reports *all* problems in one error.
+version; :meth:`Network.load` validates everything and reports *all* problems in one :class:`IRError`,
+and raises no other exception type for a bad file (wrong JSON structure or types, missing or unknown
+keys, malformed arrays, NaN, huge numbers, negative shapes: docs/conversion.md, "The IR").
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ __all__ = ["Port", "Node", "Network", "IRError", "FORMAT", "VERSION", "OPS", "ga
 
 FORMAT = "spikeforge-snn"
 VERSION = 1
+MAX_SIZE = 1 << 32          # values per node (and per array): indices and sizes stay exact in int64
+_INT64 = np.iinfo(np.int64)
 
 
 class IRError(ValueError):
@@ -93,7 +97,7 @@ class Node:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     def describe(self) -> str:
         return f"node {self.name!r} ({self.op})"
@@ -167,15 +171,18 @@ def _check_node(node: Node, shapes: dict[str, tuple[int, ...]], problems: list[s
             problems.append(f"{where}: missing array {a!r}")
     if any(d < 1 for d in node.shape):
         problems.append(f"{where}: output shape {node.shape} has an empty dimension")
+    elif node.size > MAX_SIZE:
+        problems.append(f"{where}: output shape {node.shape} has {node.size} values, over the {MAX_SIZE} a node "
+                        "may have")
     ins = []
     for k, port in enumerate(node.inputs):
         if port.source not in shapes:
             problems.append(f"{where}: input {k} reads {port.source!r}, which is not an earlier node")
             return
-        size = int(np.prod(shapes[port.source], dtype=np.int64))
+        size = math.prod(shapes[port.source])
         if port.index is None:
             shape = gathered_shape(node, k, size)
-            if int(np.prod(shape, dtype=np.int64)) != size:
+            if math.prod(shape) != size:
                 problems.append(f"{where}: input {k} reads all {size} outputs of {port.source!r} without an index, "
                                 f"which do not form the {node.op} operator's input shape {shape}")
                 return
@@ -196,6 +203,13 @@ def _check_node(node: Node, shapes: dict[str, tuple[int, ...]], problems: list[s
     _CHECKS[node.op](node, ins, where, problems)
 
 
+def _number(x) -> bool:
+    """A finite real number (``bool`` is not a number here)."""
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, int) or (isinstance(x, float) and math.isfinite(x))
+
+
 def _int_array(node, name, where, problems, shape=None) -> np.ndarray | None:
     a = node.arrays.get(name)
     if a is None:
@@ -211,7 +225,7 @@ def _int_array(node, name, where, problems, shape=None) -> np.ndarray | None:
 
 def _check_input(node, ins, where, problems):
     p = node.params
-    if not (isinstance(p.get("scale"), (int, float)) and p["scale"] > 0):
+    if not (_number(p.get("scale")) and p["scale"] > 0):
         problems.append(f"{where}: scale must be a positive number, got {p.get('scale')!r}")
     if p.get("encoding") not in _ENCODINGS:
         problems.append(f"{where}: encoding {p.get('encoding')!r} is not one of {_ENCODINGS}")
@@ -236,8 +250,9 @@ def _check_linear(node, ins, where, problems):
         problems.append(f"{where}: weight_bits={bits!r} must be an integer in 2..32")
     elif w.size:
         lim = (1 << (bits - 1)) - 1
-        if int(np.abs(w).max()) > lim:
-            problems.append(f"{where}: weight magnitude {int(np.abs(w).max())} overflows weight_bits={bits} "
+        top = max(int(w.max()), -int(w.min()))              # Python ints: abs(int64 min) does not wrap
+        if top > lim:
+            problems.append(f"{where}: weight magnitude {top} overflows weight_bits={bits} "
                             f"(limit {lim}); convert with more weight bits")
     _int_array(node, "bias", where, problems, shape=(r, w.shape[0]))
     shift = node.params.get("shift", 0)
@@ -245,14 +260,30 @@ def _check_linear(node, ins, where, problems):
         problems.append(f"{where}: shift={shift!r} must be an integer in 0..48")
 
 
-def _check_neuron(node, ins, where, problems):
+def _why(err: BaseException) -> str:
+    """An exception as a problem text: the message of a ValueError/TypeError, else its type too."""
+    return str(err) if isinstance(err, (ValueError, TypeError)) and str(err) else f"{type(err).__name__}: {err}"
+
+
+def _model(d, where, what, problems):
+    """The neuron model of ``d`` (a ``NeuronModel.to_dict()`` object), or ``None`` with a problem added."""
     from .neurons import model_from_dict
+    if not isinstance(d, dict):
+        problems.append(f"{where}: {what}: must be an object with a 'kind' and the model's parameters, got "
+                        f"{_json_type(d)}")
+        return None
+    try:
+        return model_from_dict(d)
+    except Exception as e:                       # the model's own checks, or garbage it chokes on
+        problems.append(f"{where}: {what}: {_why(e)}")
+        return None
+
+
+def _check_neuron(node, ins, where, problems):
     if node.shape != ins[0]:
         problems.append(f"{where}: output shape {node.shape} must equal its input shape {ins[0]}")
-    try:
-        model = model_from_dict(node.params.get("model", {}))
-    except (TypeError, ValueError) as e:
-        problems.append(f"{where}: neuron model: {e}")
+    model = _model(node.params.get("model", {}), where, "neuron model", problems)
+    if model is None:
         return
     if model.kind == "phase":
         scale = node.arrays.get("scale")
@@ -276,8 +307,8 @@ def _check_window(node, where, problems):
 
 def _check_add(node, ins, where, problems):
     for k, s in enumerate(ins):
-        if int(np.prod(s)) != node.size:
-            problems.append(f"{where}: input {k} has {int(np.prod(s))} values, the output has {node.size}")
+        if math.prod(s) != node.size:
+            problems.append(f"{where}: input {k} has {math.prod(s)} values, the output has {node.size}")
 
 
 def _check_matmul(node, ins, where, problems):
@@ -296,7 +327,7 @@ def _check_unit(node, ins, where, problems):
     if node.shape != ins[0]:
         problems.append(f"{where}: output shape {node.shape} must equal its input shape {ins[0]}")
     for name in ("in_scale", "out_step"):
-        if not (isinstance(p.get(name), (int, float)) and p[name] > 0):
+        if not (_number(p.get(name)) and p[name] > 0):
             problems.append(f"{where}: {name} must be a positive number, got {p.get(name)!r}")
     if not (isinstance(p.get("n_min"), int) and isinstance(p.get("n_max"), int) and p["n_min"] < p["n_max"]):
         problems.append(f"{where}: level bounds n_min={p.get('n_min')!r}, n_max={p.get('n_max')!r} must be "
@@ -307,7 +338,7 @@ def _check_unit(node, ins, where, problems):
             arr = node.arrays.get(a)
             if arr is not None and tuple(arr.shape) != (c,):
                 problems.append(f"{where}: {a} has shape {tuple(arr.shape)}, expected ({c},)")
-        if not (isinstance(p.get("eps"), (int, float)) and p["eps"] >= 0):
+        if not (_number(p.get("eps")) and p["eps"] >= 0):
             problems.append(f"{where}: eps must be a number >= 0, got {p.get('eps')!r}")
 
 
@@ -329,10 +360,17 @@ def _check_attention(node, ins, where, problems):
         problems.append(f"{where}: 'heads' must list one head format per group ({g})")
         return
     for i, h in enumerate(heads):
+        if not isinstance(h, dict):
+            problems.append(f"{where}: head {i} must be an object of SpikedHeadFormat parameters, got "
+                            f"{_json_type(h)}")
+            continue
         try:
             fmt = SpikedHeadFormat.from_params(h)
-        except (TypeError, ValueError, KeyError) as err:
-            problems.append(f"{where}: head {i}: {err}")
+        except KeyError as err:
+            problems.append(f"{where}: head {i}: missing parameter {err}")
+            continue
+        except Exception as err:                 # the format's own checks, or garbage it chokes on
+            problems.append(f"{where}: head {i}: {_why(err)}")
             continue
         if (fmt.rows, fmt.keys, fmt.dim, fmt.dim_v) != (r, c, d, e):
             problems.append(f"{where}: head {i} is sized rows={fmt.rows}, keys={fmt.keys}, dim={fmt.dim}, "
@@ -341,14 +379,13 @@ def _check_attention(node, ins, where, problems):
 
 
 def _check_rnn(node, ins, where, problems):
-    from .neurons import model_from_dict
     steps, k = ins[0]
     wx = _int_array(node, "wx", where, problems)
     wh = _int_array(node, "wh", where, problems)
     if wx is None or wh is None:
         return
-    h = wh.shape[0]
-    if wx.ndim != 2 or wx.shape != (h, k) or wh.shape != (h, h):
+    h = wh.shape[0] if wh.ndim else 0
+    if wx.ndim != 2 or wh.ndim != 2 or wx.shape != (h, k) or wh.shape != (h, h):
         problems.append(f"{where}: wx {tuple(wx.shape)} and wh {tuple(wh.shape)} must be [H, {k}] and [H, H]")
         return
     if node.shape != (steps, h):
@@ -359,15 +396,12 @@ def _check_rnn(node, ins, where, problems):
         problems.append(f"{where}: weight_bits={bits!r} must be an integer in 2..32")
     else:
         lim = (1 << (bits - 1)) - 1
-        top = max(int(np.abs(wx).max(initial=0)), int(np.abs(wh).max(initial=0)))
+        top = max([0] + [max(int(a.max()), -int(a.min())) for a in (wx, wh) if a.size])
         if top > lim:
             problems.append(f"{where}: weight magnitude {top} overflows weight_bits={bits} (limit {lim})")
-    try:
-        model = model_from_dict(node.params.get("model", {}))
-        if model.kind != "bif":
-            problems.append(f"{where}: an rnn layer runs BIF neurons (a window per element), got {model.kind!r}")
-    except (TypeError, ValueError) as e:
-        problems.append(f"{where}: neuron model: {e}")
+    model = _model(node.params.get("model", {}), where, "neuron model", problems)
+    if model is not None and model.kind != "bif":
+        problems.append(f"{where}: an rnn layer runs BIF neurons (a window per element), got {model.kind!r}")
     if node.params.get("recurrent") not in ("tracer", "spikes"):
         problems.append(f"{where}: recurrent={node.params.get('recurrent')!r} must be 'tracer' or 'spikes'")
 
@@ -381,14 +415,11 @@ def _check_delay(node, ins, where, problems):
 
 
 def _check_integrator(node, ins, where, problems):
-    from .neurons import model_from_dict
     if node.shape != ins[0]:
         problems.append(f"{where}: output shape {node.shape} must equal its input shape {ins[0]}")
-    try:
-        if model_from_dict(node.params.get("model", {})).kind != "phase":
-            problems.append(f"{where}: an integrator uses a phase model's accumulator")
-    except (TypeError, ValueError) as e:
-        problems.append(f"{where}: model: {e}")
+    model = _model(node.params.get("model", {}), where, "model", problems)
+    if model is not None and model.kind != "phase":
+        problems.append(f"{where}: an integrator uses a phase model's accumulator")
     sc = node.params.get("scale")
     if not (isinstance(sc, (int, float)) and sc > 0 and math.isfinite(sc)):
         problems.append(f"{where}: scale must be a positive number, got {sc!r}")
@@ -441,14 +472,17 @@ class Network:
                 problems.append(f"node name {node.name!r} is used twice")
             seen.add(node.name)
             before = len(problems)
-            _check_node(node, shapes, problems)
+            try:
+                _check_node(node, shapes, problems)
+            except Exception as e:                   # a checker tripped over a value no check anticipated
+                problems.append(f"{node.describe()}: malformed ({_why(e)})")
             if len(problems) == before or node.op in OPS:
                 shapes[node.name] = node.shape
         if sum(n.op == "input" for n in self.nodes) != 1:
             problems.append(f"a network has exactly one input node, found {sum(n.op == 'input' for n in self.nodes)}")
         if self.output not in shapes:
             problems.append(f"output {self.output!r} is not a node of the network")
-        if not (isinstance(self.output_scale, (int, float)) and self.output_scale > 0):
+        if not (_number(self.output_scale) and self.output_scale > 0):
             problems.append(f"output_scale must be a positive number, got {self.output_scale!r}")
         if problems:
             raise IRError(problems)
@@ -506,21 +540,45 @@ class Network:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "network") -> "Network":
+        """Build and validate a network from its :meth:`to_dict` form (e.g. parsed JSON of any shape).
+
+        Contract: returns a validated :class:`Network` or raises one :class:`IRError` listing every
+        problem found, each naming the node (``node #i (name)``) and field; no other exception type
+        escapes, whatever ``d`` holds (wrong types, missing keys, nested garbage, huge integers, NaN,
+        negative or huge shapes, malformed arrays).
+        """
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise IRError([f"not a spikeforge network (format tag {FORMAT!r} missing)"], where)
-        if d.get("version") != VERSION:
-            raise IRError([f"format version {d.get('version')!r}; this spikeforge reads version {VERSION}"], where)
-        problems = []
+            kind = "" if isinstance(d, dict) else f" (the file holds a JSON {_json_type(d)}, not an object)"
+            raise IRError([f"not a spikeforge network (format tag {FORMAT!r} missing){kind}"], where)
+        version = d.get("version")
+        if type(version) is not int or version != VERSION:
+            raise IRError([f"format version {version!r}; this spikeforge reads version {VERSION}"], where)
+        problems: list[str] = []
+        for key in sorted(set(d) - _NETWORK_KEYS, key=str):
+            problems.append(f"unknown top-level key {key!r} (known: {', '.join(sorted(_NETWORK_KEYS))})")
+        for key, types, what in (("flow", str, "a string"), ("output", str, "a string (the readout node's name)"),
+                                 ("meta", dict, "an object")):
+            if key in d and not isinstance(d[key], types):
+                problems.append(f"{key!r} must be {what}, got {_json_type(d[key])} {_short(d[key])}")
+        if "output" not in d:
+            problems.append("'output' (the readout node's name) is missing")
+        scale = d.get("output_scale", 1.0)
+        if not (_number(scale) and scale > 0):
+            problems.append(f"output_scale must be a positive number, got {_short(scale)}")
+        raw_nodes = d.get("nodes")
         nodes = []
-        for i, nd in enumerate(d.get("nodes", [])):
-            try:
-                nodes.append(_node_from_dict(nd))
-            except (KeyError, TypeError, ValueError) as e:
-                problems.append(f"node #{i} ({nd.get('name', '?') if isinstance(nd, dict) else '?'}): malformed: {e}")
+        if not isinstance(raw_nodes, list):
+            problems.append("'nodes' is missing" if raw_nodes is None and "nodes" not in d else
+                            f"'nodes' must be a list of node objects, got {_json_type(raw_nodes)}")
+        else:
+            for i, nd in enumerate(raw_nodes):
+                node = _node_from_dict(nd, i, problems)
+                if node is not None:
+                    nodes.append(node)
         if problems:
             raise IRError(problems, where)
-        net = cls(flow=d.get("flow", ""), nodes=nodes, output=d.get("output", ""),
-                  output_scale=d.get("output_scale", 1.0), meta=d.get("meta", {}))
+        net = cls(flow=d.get("flow", ""), nodes=nodes, output=d["output"], output_scale=scale,
+                  meta=d.get("meta", {}))
         try:
             return net.validate()
         except IRError as e:
@@ -528,13 +586,82 @@ class Network:
 
     @classmethod
     def load(cls, path) -> "Network":
-        """Read and validate a network file; every problem is reported in one :class:`IRError`."""
+        """Read and validate a network file; every problem is reported in one :class:`IRError`.
+
+        Unreadable files (missing, a directory, not UTF-8 text, empty, not JSON) raise an
+        :class:`IRError` naming the file too; see :meth:`from_dict` for the structure checks.
+        """
         path = Path(path)
         try:
-            d = json.loads(path.read_text())
+            text = path.read_bytes().decode("utf-8")
+        except IsADirectoryError:
+            raise IRError(["is a directory, not a network file (.json)"], str(path)) from None
+        except FileNotFoundError:
+            raise IRError(["does not exist"], str(path)) from None
+        except OSError as e:
+            raise IRError([f"cannot be read: {e.strerror or e}"], str(path)) from None
+        except UnicodeDecodeError as e:
+            raise IRError([f"is not a text (UTF-8 JSON) file: byte {e.start} is {e.object[e.start:e.start + 1]!r}"],
+                          str(path)) from None
+        if not text.strip():
+            raise IRError(["is empty: a network file is a JSON object (spikeforge convert -o writes one)"],
+                          str(path))
+        try:
+            d = json.loads(text)
         except json.JSONDecodeError as e:
             raise IRError([f"not valid JSON: {e}"], str(path)) from None
+        except (RecursionError, ValueError) as e:     # nesting too deep; integer strings over Python's limit
+            raise IRError([f"not valid JSON: {_why(e)}"], str(path)) from None
         return cls.from_dict(d, str(path))
+
+
+_NETWORK_KEYS = {"format", "version", "flow", "output", "output_scale", "meta", "nodes"}
+_NODE_KEYS = {"name", "op", "shape", "inputs", "params", "arrays", "origin"}
+_PORT_KEYS = {"source", "index"}
+_ARRAY_KEYS = {"dtype", "shape", "data"}
+
+
+def _json_type(x) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
+            type(None): "null"}.get(type(x), type(x).__name__)
+
+
+def _short(x, n: int = 60) -> str:
+    r = repr(x)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def _bad_numbers(x, path: str, out: list[str], depth: int = 0):
+    """Paths of JSON numbers in ``x`` that are not finite or do not fit int64 (nesting beyond 32: one entry)."""
+    if len(out) >= 3:
+        return
+    if depth > 32:
+        out.append(f"{path}: nested more than 32 levels deep")
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            _bad_numbers(v, f"{path}.{k}", out, depth + 1)
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            _bad_numbers(v, f"{path}[{i}]", out, depth + 1)
+    elif isinstance(x, float) and not math.isfinite(x):
+        out.append(f"{path} = {x!r} (not a finite number)")
+    elif isinstance(x, int) and not isinstance(x, bool) and not _INT64.min <= x <= _INT64.max:
+        out.append(f"{path} = {_short(x, 30)} (does not fit 64 bits)")
+
+
+def _shape_from(value, where: str, field: str, problems: list[str]) -> tuple[int, ...] | None:
+    """A shape: a list of integers >= 0 whose product is at most MAX_SIZE."""
+    if not isinstance(value, list) or any(type(v) is not int for v in value):
+        problems.append(f"{where}: {field} must be a list of integers, got {_json_type(value)} {_short(value)}")
+        return None
+    if any(v < 0 for v in value):
+        problems.append(f"{where}: {field} {value} has a negative dimension")
+        return None
+    if len(value) > 16 or math.prod(value) > MAX_SIZE:
+        problems.append(f"{where}: {field} {_short(value)} is too large (at most 16 dimensions and "
+                        f"{MAX_SIZE} values)")
+        return None
+    return tuple(value)
 
 
 def _array_to_dict(a: np.ndarray) -> dict:
@@ -543,12 +670,62 @@ def _array_to_dict(a: np.ndarray) -> dict:
     return {"dtype": kind, "shape": list(a.shape), "data": data}
 
 
-def _array_from_dict(d: dict) -> np.ndarray:
-    dtype = {"int": np.int64, "float": np.float64}[d["dtype"]]
-    a = np.asarray(d["data"], dtype=dtype)
-    shape = tuple(int(s) for s in d["shape"])
-    if a.size != int(np.prod(shape, dtype=np.int64)):
-        raise ValueError(f"array has {a.size} values but shape {shape}")
+def _array_from_dict(d, where: str, problems: list[str]) -> np.ndarray | None:
+    """An array from ``{"dtype": "int"|"float", "shape": [...], "data": [flat numbers]}``, or ``None``
+    with a problem added (``where`` names the node and field)."""
+    if not isinstance(d, dict):
+        problems.append(f"{where} must be an array object {{dtype, shape, data}}, got {_json_type(d)} {_short(d)}")
+        return None
+    missing = [k for k in ("dtype", "shape", "data") if k not in d]
+    if missing:
+        problems.append(f"{where}: array object is missing {', '.join(map(repr, missing))}")
+        return None
+    extra = sorted(set(d) - _ARRAY_KEYS, key=str)
+    if extra:
+        problems.append(f"{where}: array object has unknown keys {', '.join(map(repr, extra))}")
+        return None
+    if d["dtype"] not in ("int", "float"):
+        problems.append(f"{where}: dtype must be 'int' or 'float', got {_short(d['dtype'])}")
+        return None
+    shape = _shape_from(d["shape"], where, "shape", problems)
+    if shape is None:
+        return None
+    data = d["data"]
+    if not isinstance(data, list):
+        problems.append(f"{where}: data must be a flat list of numbers, got {_json_type(data)}")
+        return None
+    if len(data) != math.prod(shape):
+        problems.append(f"{where}: array has {len(data)} values but shape {list(shape)} needs {math.prod(shape)}")
+        return None
+    try:
+        a = np.array(data) if data else np.zeros(0, np.int64 if d["dtype"] == "int" else np.float64)
+    except (ValueError, TypeError, OverflowError) as e:         # ragged nesting, huge integers
+        problems.append(f"{where}: data must be a flat list of numbers ({_why(e)})")
+        return None
+    if a.ndim != 1:
+        problems.append(f"{where}: data must be a flat list of numbers, got nested lists")
+        return None
+    if a.dtype.kind == "b" or any(type(v) is bool for v in data):
+        problems.append(f"{where}: data must be a flat list of numbers, got booleans")
+        return None
+    if a.dtype.kind not in "iuf":                                # strings, null, objects, integers over 64 bits
+        bad = next((v for v in data if isinstance(v, bool) or not isinstance(v, (int, float))
+                    or (isinstance(v, int) and not _INT64.min <= v <= _INT64.max)), data[0])
+        problems.append(f"{where}: data must be a flat list of numbers that fit 64 bits, got {_short(bad, 30)}")
+        return None
+    if d["dtype"] == "int":
+        bad = next((v for v in data if not isinstance(v, int)), None) if a.dtype.kind == "f" else None
+        if a.dtype.kind == "u" or (a.dtype.kind == "f" and bad is None):   # numpy widened an integer >= 2**63
+            problems.append(f"{where}: data holds integers that do not fit 64 bits")
+            return None
+        if a.dtype.kind == "f":
+            problems.append(f"{where}: an int array holds non-integer values (e.g. {bad!r})")
+            return None
+        return a.astype(np.int64).reshape(shape)
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        problems.append(f"{where}: a float array holds non-finite values (NaN or infinity)")
+        return None
     return a.reshape(shape)
 
 
@@ -565,8 +742,60 @@ def _node_to_dict(n: Node) -> dict:
     return d
 
 
-def _node_from_dict(d: dict) -> Node:
-    ports = [Port(p["source"], None if p.get("index") is None else _array_from_dict(p["index"]))
-             for p in d.get("inputs", [])]
-    return Node(name=d["name"], op=d["op"], inputs=ports, shape=tuple(d["shape"]), params=dict(d.get("params", {})),
-                arrays={k: _array_from_dict(v) for k, v in d.get("arrays", {}).items()}, origin=d.get("origin", ""))
+def _node_from_dict(d, i: int, problems: list[str]) -> Node | None:
+    """A node from its :func:`_node_to_dict` form, or ``None`` with every problem found added."""
+    if not isinstance(d, dict):
+        problems.append(f"node #{i}: must be an object, got {_json_type(d)} {_short(d)}")
+        return None
+    name = d.get("name")
+    where = f"node #{i} ({name})" if isinstance(name, str) else f"node #{i}"
+    before = len(problems)
+    for key in sorted(set(d) - _NODE_KEYS, key=str):
+        problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(_NODE_KEYS))})")
+    for key in ("name", "op", "shape"):
+        if key not in d:
+            problems.append(f"{where}: missing {key!r}")
+    for key in ("name", "op", "origin"):
+        if key in d and not isinstance(d[key], str):
+            problems.append(f"{where}: {key!r} must be a string, got {_json_type(d[key])} {_short(d[key])}")
+    shape = _shape_from(d["shape"], where, "'shape'", problems) if "shape" in d else None
+    params = d.get("params", {})
+    if not isinstance(params, dict):
+        problems.append(f"{where}: 'params' must be an object, got {_json_type(params)}")
+    else:
+        bad: list[str] = []
+        _bad_numbers(params, "params", bad)
+        problems += [f"{where}: {b}" for b in bad]
+    ports = []
+    raw_inputs = d.get("inputs", [])
+    if not isinstance(raw_inputs, list):
+        problems.append(f"{where}: 'inputs' must be a list of ports, got {_json_type(raw_inputs)}")
+    else:
+        for k, pd in enumerate(raw_inputs):
+            pw = f"{where}: input {k}"
+            if not isinstance(pd, dict) or not isinstance(pd.get("source"), str) or set(pd) - _PORT_KEYS:
+                problems.append(f"{pw} must be an object {{source: node name, index: array or null}}, got "
+                                f"{_short(pd)}")
+                continue
+            index = pd.get("index")
+            if index is not None:
+                index = _array_from_dict(index, f"{pw} index", problems)
+                if index is None:
+                    continue
+                if index.dtype.kind != "i":
+                    problems.append(f"{pw} index must be an int array")
+                    continue
+            ports.append(Port(pd["source"], index))
+    arrays = {}
+    raw_arrays = d.get("arrays", {})
+    if not isinstance(raw_arrays, dict):
+        problems.append(f"{where}: 'arrays' must be an object of named arrays, got {_json_type(raw_arrays)}")
+    else:
+        for k, v in raw_arrays.items():
+            a = _array_from_dict(v, f"{where}: array {k!r}", problems)
+            if a is not None:
+                arrays[k] = a
+    if len(problems) > before:
+        return None
+    return Node(name=name, op=d["op"], inputs=ports, shape=shape, params=copy.deepcopy(params), arrays=arrays,
+                origin=d.get("origin", ""))
