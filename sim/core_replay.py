@@ -55,7 +55,7 @@ def core_golden(model: NeuronModel, *, neurons: int, lanes: int, inputs, steps: 
     currents = torch.zeros((steps, depth, neurons), dtype=torch.int64)
     if len(inputs):
         currents[inputs[:, 0], rank, inputs[:, 1]] = torch.from_numpy(inputs[:, 2])
-    result = model.run(currents)
+    result = model.run(currents, stacked=True)        # [steps, depth, neurons]: arrival order kept
     t, n = torch.nonzero(result.spikes, as_tuple=True)
     spikes = np.stack([t.numpy(), n.numpy(), result.spikes[t, n].numpy().astype(np.int64)], axis=1)
     meta = {"block": "neuron_core", "config": {"model": model.to_dict(), "neurons": neurons, "lanes": lanes},

@@ -41,7 +41,7 @@ def test_stbif_total_output_equals_quantizer_once_quiet(case):
     model, steps, n, events = case
     cur = _dense(events, steps, n)
     total_steps = steps + (model.s_max - model.s_min) + 1
-    res = model.run(cur, steps=total_steps)
+    res = model.run(cur, steps=total_steps, stacked=True)
     assert res.overflows == 0
     assert bool(model.quiet(res.state).all()), "neuron still active after the drain window"
     X = cur.sum((0, 1)).double()
@@ -57,10 +57,10 @@ def test_bit_exact_stbif_and_bif_equal_float_reference(case, window):
     cur = _dense(events, steps, n)
     total = steps + 5
     per_step = torch.cat([cur.sum(1), torch.zeros((5, n), dtype=torch.int64)]).double()
-    out = model.run(cur, steps=total).spikes.double() * model.theta
+    out = model.run(cur, steps=total, stacked=True).spikes.double() * model.theta
     assert torch.equal(out, stbif_reference(per_step, float(model.theta), model.s_min, model.s_max))
     bif = Bif(model.theta, model.s_min, model.s_max, window=window, current_width=10, v_width=32)
-    out = bif.run(cur, steps=total).spikes.double() * model.theta
+    out = bif.run(cur, steps=total, stacked=True).spikes.double() * model.theta
     assert torch.equal(out, stbif_reference(per_step, float(model.theta), model.s_min, model.s_max, window=window))
 
 

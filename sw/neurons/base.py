@@ -18,6 +18,7 @@ import abc
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ..fixed import check_int, check_width, saturate, signed_range, signed_width_for
@@ -150,28 +151,59 @@ class NeuronModel(abc.ABC):
         state["v"], overflow = saturate(state["v"] + current.to(torch.int64), self.v_width)
         return overflow
 
-    def run(self, currents: torch.Tensor, steps: int | None = None) -> RunResult:
+    def run(self, currents, steps: int | None = None, *, stacked: bool | None = None) -> RunResult:
         """Run the model from a cleared state.
 
         Parameters
         ----------
-        currents : integer tensor ``[T, K, *neurons]`` or ``[T, *neurons]``
-            ``currents[t, k]`` is the k-th current each neuron receives in step ``t`` (0 = none).
+        currents : integer ``torch.Tensor`` or ``numpy.ndarray`` (anything ``numpy.asarray`` takes)
+            * ``[T, *neurons]`` (``stacked=False``): ``currents[t, n]`` is the one current neuron ``n``
+              receives in step ``t`` (0 = none);
+            * ``[T, K, *neurons]`` (``stacked=True``): ``currents[t, k, n]`` is the k-th of ``K`` currents
+              neuron ``n`` receives in step ``t``. They are added to ``v`` one at a time in ``k`` order,
+              each with saturation (what the neuron core does with ``K`` ACCUMULATE beats), which is
+              not the same as adding their sum once when ``v`` saturates.
+
+            Values must fit ``current_width`` bits signed; integer dtypes only (quantise floats first).
         steps : int, optional
             Total number of steps to run (>= T); extra steps get no input (the neurons drain).
+        stacked : bool, optional
+            Whether axis 1 is the ``K`` axis. A 2-D input is ``[T, neurons]`` unless ``stacked=True``
+            says it is ``[T, K]`` (then there are no neurons, which is refused). An input of 3 or more
+            dimensions is ambiguous (``[T, K, N]`` or a ``[T, H, W]`` neuron grid) and must say which.
+
+        Raises ``ValueError`` for shapes that do not fit (naming the expected shapes), ``TypeError``
+        for non-integer currents or a non-integer ``steps``.
         """
+        currents = _as_currents(currents)
         if currents.dim() < 2:
-            raise ValueError("currents must have shape [T, K, *neurons] or [T, *neurons]")
-        if currents.dtype.is_floating_point:
-            raise TypeError("the bit-exact model takes integer currents; quantise first")
+            raise ValueError(f"currents has shape {tuple(currents.shape)}; expected [T, *neurons] (one current per "
+                             "neuron and step) or, with stacked=True, [T, K, *neurons] (K currents per neuron and step)")
+        if stacked is None:
+            if currents.dim() > 2:
+                raise ValueError(
+                    f"currents of shape {tuple(currents.shape)} is ambiguous: pass stacked=True if it is "
+                    f"[T, K, *neurons] = [{currents.shape[0]}, {currents.shape[1]}, "
+                    f"{', '.join(map(str, currents.shape[2:]))}] (K={currents.shape[1]} currents per neuron and "
+                    f"step, added one at a time) or stacked=False if it is [T, *neurons] = [{currents.shape[0]}, "
+                    f"{', '.join(map(str, currents.shape[1:]))}] (one current per neuron and step)")
+            stacked = False
+        elif not isinstance(stacked, bool):
+            raise TypeError(f"stacked must be True or False, not {stacked!r}")
+        if stacked and currents.dim() < 3:
+            raise ValueError(f"stacked=True reads currents as [T, K, *neurons] but its shape {tuple(currents.shape)} "
+                             "has no neuron axis; use [T, K, N], or stacked=False for [T, N]")
         self.check_currents(currents)
         n_in = currents.shape[0]
-        steps = n_in if steps is None else steps
+        if steps is None:
+            steps = n_in
+        elif isinstance(steps, bool) or not isinstance(steps, int):
+            raise TypeError(f"steps must be an integer number of steps, not {steps!r}")
         if steps < n_in:
             raise ValueError(f"steps={steps} is shorter than the input ({n_in} steps)")
-        neuron_shape = currents.shape[2:] if currents.dim() >= 3 else currents.shape[1:]
-        if currents.dim() == 2:
+        if not stacked:
             currents = currents.unsqueeze(1)
+        neuron_shape = currents.shape[2:]
         state = self.init_state(neuron_shape)
         spikes = torch.zeros((steps, *neuron_shape), dtype=torch.int8)
         overflows = truncations = 0
@@ -184,3 +216,25 @@ class NeuronModel(abc.ABC):
             overflows += int(res.overflow.sum())
             truncations += int(res.truncated.sum())
         return RunResult(spikes, state, overflows, truncations)
+
+
+def _as_currents(currents) -> torch.Tensor:
+    """``currents`` as an int64 tensor: torch tensors and numpy arrays (or nested lists) of an integer
+    dtype; ``TypeError`` for floats, booleans and anything else."""
+    if not isinstance(currents, torch.Tensor):
+        try:
+            a = np.asarray(currents)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"currents must be an integer tensor or array, not {type(currents).__name__} ({e})") from None
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"currents must hold integers, got a {type(currents).__name__} of dtype {a.dtype}: "
+                            "the bit-exact model takes integer currents; quantise first (e.g. quantize_input)")
+        if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
+            raise ValueError("currents hold values beyond int64")
+        return torch.from_numpy(np.array(a, dtype=np.int64))
+    if currents.dtype.is_floating_point or currents.dtype.is_complex:
+        raise TypeError(f"the bit-exact model takes integer currents, got dtype {currents.dtype}; quantise first "
+                        "(e.g. quantize_input)")
+    if currents.dtype == torch.bool:
+        raise TypeError("currents must be integers, not booleans")
+    return currents
