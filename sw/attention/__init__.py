@@ -9,11 +9,11 @@ from .trace import (MatmulEvent, TraceFormat, TraceMatmulModel, matmul_events, p
 
 __all__ = ["TraceFormat", "TraceMatmulModel", "MatmulEvent", "matmul_events", "phase_matmul",
            "phase_matmul_increments", "sesa_increments", "spike_steps"]
-from .woss import (WossFormat, WossResult, woss_fire_steps, woss_probabilities, woss_softmax,  # noqa: E402
-                   woss_softmax_fixed)
+from .woss import (DEFAULT_INHIBITION, INHIBITIONS, WossFormat, WossResult, woss_fire_steps,  # noqa: E402
+                   woss_probabilities, woss_softmax, woss_softmax_fixed)
 
 __all__ += ["WossFormat", "WossResult", "woss_fire_steps", "woss_probabilities", "woss_softmax",
-            "woss_softmax_fixed"]
+            "woss_softmax_fixed", "DEFAULT_INHIBITION", "INHIBITIONS"]
 from .head import (FixedHeadResult, HeadResult, SpikedHeadFormat, channel_scales, spiked_attention,  # noqa: E402
                    spiked_attention_codes, spiked_attention_fixed)
 

@@ -37,7 +37,8 @@ import torch
 from ..fixed import check_int, mul_shift_floor, saturate, signed_width_for
 from ..phase_coding import check_phase_params, default_b_frac_bits, phase_decode, phase_encode, quantize_base
 from .trace import TraceFormat, spike_steps
-from .woss import MAX_MODEL_WIDTH, WossFormat, woss_fire_steps, woss_probabilities
+from .woss import (DEFAULT_INHIBITION, MAX_MODEL_WIDTH, WossFormat, _check_inhibition, woss_fire_steps,
+                   woss_probabilities)
 
 __all__ = ["spiked_attention", "spiked_attention_codes", "spiked_attention_fixed", "HeadResult", "SpikedHeadFormat", "FixedHeadResult",
            "channel_scales", "pair_increments"]
@@ -95,19 +96,20 @@ def _prepare(q, k, v, T, B, scale_q, scale_k, scale_v, temperature):
 
 def spiked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, T: int, B: float, *,
                      scale_q=None, scale_k=None, scale_v=None, temperature: float | None = None,
-                     inhibition: str = "first_step") -> HeadResult:
+                     inhibition: str = DEFAULT_INHIBITION) -> HeadResult:
     """Float reference of a spiking attention head (SpikedAttention rules).
 
     ``q [..., rows, D]``, ``k [..., keys, D]``, ``v [..., keys, E]``; scales per channel (default:
     ``max |x|`` of the given data), ``temperature`` default ``1/sqrt(D)``, ``inhibition`` the WOSS
-    rule (:mod:`.woss`). Compare ``out`` with ``softmax(q k^T * temperature) v``.
+    rule (:mod:`.woss`; default :data:`~.woss.DEFAULT_INHIBITION` = ``"window_max"``). Compare ``out``
+    with ``softmax(q k^T * temperature) v``.
     """
     qs, ks, vs, w, scale_v = _prepare(q, k, v, T, B, scale_q, scale_k, scale_v, temperature)
     return spiked_attention_codes(qs, ks, vs, T, B, w, scale_v, inhibition=inhibition)
 
 
 def spiked_attention_codes(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, T: int, B: float, weights,
-                           scale_v=1.0, *, inhibition: str = "first_step") -> HeadResult:
+                           scale_v=1.0, *, inhibition: str = DEFAULT_INHIBITION) -> HeadResult:
     """Float reference of a head on one-spike codes ``qs [T, ..., rows, D]``, ``ks [T, ..., keys, D]``,
     ``vs [T, ..., keys, E]`` (one window): ``weights [D]`` = ``scale_q * scale_k * temperature`` per
     channel, ``scale_v`` the per-channel value of ``v``'s spike at step 0."""
@@ -139,14 +141,15 @@ class SpikedHeadFormat:
         ``F_av`` of the A·V traces; default ``ceil(T log2 B) + 8``, lowered until ``av_width + O <= 62``.
     out_frac_bits : int
         ``O``, fractional bits of the quotient (default 12).
-    inhibition : WOSS inhibition rule, ``"first_step"`` (paper) or ``"window_max"``.
+    inhibition : WOSS inhibition rule, ``"window_max"`` (default, :data:`~.woss.DEFAULT_INHIBITION`) or
+        ``"first_step"`` (the paper's).
     """
 
     def __init__(self, T: int, B: float, *, rows: int, keys: int, dim: int, dim_v: int, weights,
                  frac_bits: int | None = None, av_frac_bits: int | None = None, b_frac_bits: int | None = None,
-                 out_frac_bits: int = 12, inhibition: str = "first_step"):
+                 out_frac_bits: int = 12, inhibition: str = DEFAULT_INHIBITION):
         check_phase_params(T, B)
-        self.inhibition = inhibition
+        self.inhibition = _check_inhibition(inhibition)
         self.T, self.B = T, float(B)
         self.rows = check_int("rows", rows, minimum=1, maximum=4096)
         self.keys = check_int("keys", keys, minimum=1, maximum=4096)

@@ -3,7 +3,8 @@
 One neuron per (row, key). A period is ``2T`` steps: ``T`` integration steps, then a ``T``-step fire
 window. Per row:
 
-* **global inhibition** (``inhibition="first_step"``, the paper's rule): in every integration step up
+* **global inhibition**, ``inhibition=`` :data:`DEFAULT_INHIBITION` = ``"window_max"`` unless given.
+  ``"first_step"`` (the paper's rule): in every integration step up
   to and including the first one whose row maximum is positive, that step's row maximum is subtracted
   from every input of the row (the reference code's rule; for scores given at once it subtracts the
   row maximum once). With time-resolved inputs (QK^T products arriving over the window) the first
@@ -46,7 +47,7 @@ from ..fixed import check_int, mul_shift_floor, saturate, signed_range, signed_w
 from ..phase_coding import check_phase_params, default_b_frac_bits, quantize_base
 
 __all__ = ["woss_softmax", "woss_fire_steps", "woss_probabilities", "WossFormat", "WossResult",
-           "woss_softmax_fixed", "MAX_MODEL_WIDTH"]
+           "woss_softmax_fixed", "MAX_MODEL_WIDTH", "DEFAULT_INHIBITION", "INHIBITIONS"]
 
 MAX_MODEL_WIDTH = 62  # the bit-exact model computes in int64 (with a split multiplier)
 
@@ -64,6 +65,11 @@ def _first_crossing(v: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 
 
 INHIBITIONS = ("first_step", "window_max")
+#: The WOSS inhibition rule every signature in :mod:`spikeforge.sw.attention` (and the conversion flow)
+#: defaults to: the row maximum of the final potentials. The paper's ``first_step`` rule is an option;
+#: with QK^T products arriving over the window it gives 2x the mean and 4-5x the max head error at
+#: T=24, B=1.4 on random data (docs/attention.md, ``benchmarks/woss_inhibition.py``).
+DEFAULT_INHIBITION = "window_max"
 
 
 def _check_inhibition(inhibition: str) -> str:
@@ -72,10 +78,11 @@ def _check_inhibition(inhibition: str) -> str:
     return inhibition
 
 
-def woss_fire_steps(x: torch.Tensor, T: int, B: float, *, inhibition: str = "first_step") -> torch.Tensor:
+def woss_fire_steps(x: torch.Tensor, T: int, B: float, *, inhibition: str = DEFAULT_INHIBITION) -> torch.Tensor:
     """Float WOSS on time-resolved inputs ``x [S, ..., keys]`` (``S <= T`` integration steps, units such
     that a score ``a`` given at step 0 is ``x[0] = a``). Returns the fire step ``m`` of every key
-    ``[..., keys]`` (int64, ``-1`` = no spike)."""
+    ``[..., keys]`` (int64, ``-1`` = no spike). ``inhibition``: :data:`DEFAULT_INHIBITION` (``"window_max"``)
+    or the paper's ``"first_step"`` (module docstring)."""
     check_phase_params(T, B)
     _check_inhibition(inhibition)
     if T < 2:
@@ -129,12 +136,13 @@ class WossFormat:
     x_width, v_width : int, optional
         Signed widths of the step input and of the potential; defaults are the minimum that holds
         ``score_bound * 2**F`` and ``2 * score_bound * B**(T-1) * 2**F`` (and every threshold).
-    inhibition : ``"first_step"`` (paper) or ``"window_max"`` (ours), see the module docstring.
+    inhibition : ``"window_max"`` (ours, the default :data:`DEFAULT_INHIBITION`) or ``"first_step"`` (the
+        paper's), see the module docstring.
     """
 
     def __init__(self, T: int, B: float, *, score_bound: float = 16.0, frac_bits: int | None = None,
                  b_frac_bits: int | None = None, x_width: int | None = None, v_width: int | None = None,
-                 inhibition: str = "first_step"):
+                 inhibition: str = DEFAULT_INHIBITION):
         check_phase_params(T, B)
         self.inhibition = _check_inhibition(inhibition)
         if T < 2:

@@ -38,7 +38,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..attention import SpikedHeadFormat
-from ..attention.woss import _check_inhibition
+from ..attention.woss import DEFAULT_INHIBITION, _check_inhibition
 from ..fixed import signed_width_for
 from ..ir import Network, Node, Port
 from ..neurons import PhaseNeuron
@@ -59,8 +59,8 @@ class SpikedAttentionOptions:
     input_scale, input_range : the analog input: integer counts of ``input_scale`` in ``input_range``.
     T, B : phase window (steps) and base (> 1).
     weight_bits : signed width of every integer weight (default 16).
-    inhibition : WOSS inhibition rule: ``"window_max"`` (default; subtracts the row maximum of the final
-        potentials) or ``"first_step"`` (the paper's reference rule, which loses accuracy when QK^T
+    inhibition : WOSS inhibition rule: ``"window_max"`` (default, ``sw.attention.DEFAULT_INHIBITION``;
+        subtracts the row maximum of the final potentials) or ``"first_step"`` (the paper's reference rule, which loses accuracy when QK^T
         products arrive over the window -- see docs/results/conversion.md).
     out_frac_bits : fractional bits of the attention quotient.
     scale_floor : lowest channel scale, as a fraction of the layer's largest (keeps weights in range).
@@ -71,7 +71,7 @@ class SpikedAttentionOptions:
     T: int = 16
     B: float = 1.4
     weight_bits: int = 16
-    inhibition: str = "window_max"
+    inhibition: str = DEFAULT_INHIBITION
     out_frac_bits: int = 12
     scale_floor: float = 2.0 ** -6
 
