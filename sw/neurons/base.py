@@ -178,7 +178,8 @@ class NeuronModel(abc.ABC):
         currents = _as_currents(currents)
         if currents.dim() < 2:
             raise ValueError(f"currents has shape {tuple(currents.shape)}; expected [T, *neurons] (one current per "
-                             "neuron and step) or, with stacked=True, [T, K, *neurons] (K currents per neuron and step)")
+                             "neuron and step) or, with stacked=True, [T, K, *neurons] (K currents per neuron and "
+                             "step)")
         if stacked is None:
             if currents.dim() > 2:
                 raise ValueError(
@@ -225,7 +226,8 @@ def _as_currents(currents) -> torch.Tensor:
         try:
             a = np.asarray(currents)
         except (ValueError, TypeError) as e:
-            raise TypeError(f"currents must be an integer tensor or array, not {type(currents).__name__} ({e})") from None
+            raise TypeError(f"currents must be an integer tensor or array, not {type(currents).__name__} "
+                            f"({e})") from None
         if a.dtype.kind not in "iu":
             raise TypeError(f"currents must hold integers, got a {type(currents).__name__} of dtype {a.dtype}: "
                             "the bit-exact model takes integer currents; quantise first (e.g. quantize_input)")
