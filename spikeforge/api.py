@@ -17,6 +17,7 @@ import torch
 
 from .hw.neuron_core import NeuronCore
 from .sw.neurons import Bif, IntegrateFire, NeuronModel, PhaseNeuron, StBif, if_reference, stbif_reference
+from .sw.attention import DEFAULT_INHIBITION
 from .sw.neurons.phase import phase_neuron_reference
 
 __all__ = ["MODEL_KINDS", "DEFAULT_CORES", "make_model", "make_core", "default_core", "generate_core",
@@ -24,7 +25,6 @@ __all__ = ["MODEL_KINDS", "DEFAULT_CORES", "make_model", "make_core", "default_c
            "FLOWS", "EMBEDDED_MODELS", "convert", "check_conversion", "ConversionCheck"]
 
 MODEL_KINDS = ("stbif", "bif", "if", "phase")
-DEFAULT_INHIBITION = "window_max"
 
 # The default configurations whose resources are tabulated in docs/results/neuron_cores.md.
 DEFAULT_CORES = {
@@ -191,7 +191,8 @@ class HeadCheck:
     stats: dict
 
 
-def make_head(q, k, v, T: int, B: float, *, inhibition: str = "first_step", out_frac_bits: int = 12, **format_args):
+def make_head(q, k, v, T: int, B: float, *, inhibition: str = DEFAULT_INHIBITION, out_frac_bits: int = 12,
+              **format_args):
     """A :class:`~spikeforge.hw.spiked_head.SpikedHead` for operands like ``q``, ``k``, ``v`` (per-channel
     scales from these tensors, temperature ``1/sqrt(dim)``) and the one-spike codes of the operands.
     Returns ``(head, (q_spikes, k_spikes, v_spikes), scale_v)``."""
@@ -206,7 +207,7 @@ def make_head(q, k, v, T: int, B: float, *, inhibition: str = "first_step", out_
     return SpikedHead(fmt), codes, sv
 
 
-def simulate_head(q, k, v, T: int, B: float, *, inhibition: str = "first_step", out_frac_bits: int = 12,
+def simulate_head(q, k, v, T: int, B: float, *, inhibition: str = DEFAULT_INHIBITION, out_frac_bits: int = 12,
                   simulator: str | None = "verilator", idle: float = 0.25, backpressure: float = 0.25,
                   seed: int = 0) -> HeadCheck:
     """Run one head (``q [rows, dim]``, ``k [keys, dim]``, ``v [keys, dim_v]``) through the float
@@ -443,4 +444,4 @@ def check_phase_conversion(net, source: torch.nn.Module | None = None, *, images
         float(phase_snn_energy(fx).mean()), fx.overflows, speed)
 
 
-__all__ += ["PhaseConversionCheck", "check_phase_conversion", "DEFAULT_MODEL"]
+__all__ += ["PhaseConversionCheck", "check_phase_conversion", "DEFAULT_MODEL", "DEFAULT_INHIBITION"]
