@@ -15,15 +15,20 @@ from fractions import Fraction
 import torch
 
 __all__ = ["phase_encode", "phase_decode", "phase_error_bound", "check_phase_params", "quantize_base",
-           "default_b_frac_bits"]
+           "default_b_frac_bits", "MAX_T"]
+
+
+MAX_T = 4096   # longest phase window accepted (exact rational arithmetic on B**T stays cheap)
 
 
 def check_phase_params(T, B) -> None:
-    """Raise ``ValueError`` naming the parameter unless ``T >= 1`` (integer) and ``B > 1``."""
+    """Raise ``ValueError`` naming the parameter unless ``1 <= T <= MAX_T`` (integer) and ``B > 1``."""
     if isinstance(T, bool) or not isinstance(T, int):
         raise TypeError(f"T must be an integer number of timesteps, not {T!r}")
     if T < 1:
         raise ValueError(f"T={T} is too small: the phase window needs T >= 1 timesteps")
+    if T > MAX_T:
+        raise ValueError(f"T={T} is too large: the phase window is at most {MAX_T} timesteps")
     if not isinstance(B, (int, float)) or isinstance(B, bool) or not math.isfinite(B):
         raise TypeError(f"B must be a finite real number, not {B!r}")
     if B <= 1:

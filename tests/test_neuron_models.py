@@ -185,7 +185,9 @@ def test_phase_bit_exact_vs_float_codes_rarely_move():
     (dict(T=8, B=1.0001, b_frac_bits=8), r"B=1.0001 rounds to 1 with b_frac_bits=8: raise b_frac_bits"),
     (dict(T=8, B=1.4, v_width=8), r"v_width=8 is too small .* raise v_width to at least"),
     (dict(T=40, B=2.0, frac_bits=30), r"need a .*-bit potential times a .*-bit constant, over the 63 bits"),
-    (dict(T=40, B=2.0), r"lower T, W, B or frac_bits"),
+    # (T=40, B=2.0 used to be refused with the default frac_bits; the default now fits it, see
+    # tests/test_malformed_inputs.py) -- a (T, B) that fits no frac_bits is still refused:
+    (dict(T=64, B=2.0), r"T=64, B=2.0 .* do not fit .* any frac_bits: .* over the 63 bits .* lower T \(or W\) or B"),
 ])
 def test_phase_parameter_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

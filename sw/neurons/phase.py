@@ -36,7 +36,10 @@ from ..fixed import check_int, saturate, signed_range, signed_width_for
 from ..phase_coding import check_phase_params, default_b_frac_bits, quantize_base
 from .base import NeuronModel, StepResult, register_model
 
-__all__ = ["PhaseNeuron", "phase_neuron_reference"]
+__all__ = ["PhaseNeuron", "phase_neuron_reference", "MODEL_BITS", "MAX_FRAC_BITS"]
+
+MODEL_BITS = 63        # the bit-exact model computes v * B_fx in int64: v_width + bits(B_fx) <= 63
+MAX_FRAC_BITS = 56
 
 
 def phase_neuron_reference(x: torch.Tensor, T: int, B: float, *, W: int | None = None,
@@ -81,7 +84,13 @@ class PhaseNeuron(NeuronModel):
         Fractional bits F of the potential and of the input currents. Default
         ``ceil((T-1) log2 B - log2(B-1)) + 6``: the gap between the two smallest thresholds of the
         code, about ``(B-1) B**-(T-1)``, is then resolved to 6 bits (fewer bits make input
-        quantisation dominate the error; see docs/results/phase_neuron_error.md).
+        quantisation dominate the error; see docs/results/phase_neuron_error.md) -- lowered to the
+        largest F that fits the model's arithmetic (``v_width + bits(B_fx) <= 63``, the potential
+        holding ``theta_fx * B_q`` with ``theta_fx ~ B**W (1 + 1/B)/2 * 2**F``). So every (T, B, W)
+        for which some F fits works with the default (large ``B**T``, e.g. T=40, B=2.0, then gets few
+        fractional bits: codes below about ``2**-F`` of the scale are lost to input quantisation);
+        when none fits, the error names T, B and the 63-bit limit. An explicit ``v_width`` does not
+        lower the default: a too-small one is refused with the F that would fit it.
     b_frac_bits : int, optional
         Fractional bits of the constant multiplier ``B_fx``; default ``ceil(log2 T) + 10`` so the
         realised base compounds to a relative error below about ``2**-10`` over a window.
@@ -97,39 +106,66 @@ class PhaseNeuron(NeuronModel):
                  v_width: int | None = None):
         check_phase_params(T, B)
         self.T, self.B = T, float(B)
-        if frac_bits is None:
-            frac_bits = math.ceil((T - 1) * math.log2(B) - math.log2(B - 1)) + 6
         if b_frac_bits is None:
             b_frac_bits = default_b_frac_bits(T)
         self.W = T if W is None else check_int("W", W, minimum=0)
         self.bipolar = bool(bipolar)
-        self.frac_bits = check_int("frac_bits", frac_bits, minimum=0, maximum=56)
         self.b_frac_bits = check_int("b_frac_bits", b_frac_bits, minimum=1, maximum=30)
         self.b_fx, self.b_q = quantize_base(self.B, self.b_frac_bits)
-        theta = self.b_q ** self.W * (1 + 1 / self.b_q) / 2 * (1 << self.frac_bits)
-        self.theta_fx = math.floor(theta + Fraction(1, 2))
+        if frac_bits is None:
+            frac_bits = self._default_frac_bits()
+        self.frac_bits = check_int("frac_bits", frac_bits, minimum=0, maximum=MAX_FRAC_BITS)
+        self.theta_fx, self.v_max_needed, need_v = self._widths(self.frac_bits)
         if self.theta_fx < 1:
             raise ValueError(f"the threshold rounds to 0 with frac_bits={frac_bits}: raise frac_bits")
-        self.v_max_needed = math.ceil(self.theta_fx * self.b_q)
-        need_v = signed_width_for(-self.v_max_needed, self.v_max_needed)
         if v_width is None:
             self.v_width = need_v
         else:
             self.v_width = check_int("v_width", v_width, minimum=2, maximum=62)
             if self.v_width < need_v:
+                fits = [f for f in range(self.frac_bits) if self._widths(f)[2] <= self.v_width]
+                alt = f"frac_bits={fits[-1]}" if fits else "W"
                 raise ValueError(
-                    f"v_width={v_width} is too small for T={T}, B={B}, W={self.W}, frac_bits={frac_bits}: "
+                    f"v_width={v_width} is too small for T={T}, B={B}, W={self.W}, frac_bits={self.frac_bits}: "
                     f"an unfired neuron reaches theta*B = {self.v_max_needed} LSB; raise v_width to at "
-                    f"least {need_v} (or lower frac_bits / W)")
-        if self.v_width + self.b_fx.bit_length() > 63:
+                    f"least {need_v} (or lower frac_bits / W: {alt} fits v_width={v_width})")
+        if self.v_width + self.b_fx.bit_length() > MODEL_BITS:
             raise ValueError(
                 f"T={T}, B={B}, frac_bits={self.frac_bits}, b_frac_bits={self.b_frac_bits} need a "
-                f"{self.v_width}-bit potential times a {self.b_fx.bit_length()}-bit constant, over the 63 bits the "
-                f"bit-exact model computes in (B**(W+1) * 2**frac_bits grows too fast): lower T, W, B or frac_bits")
+                f"{self.v_width}-bit potential times a {self.b_fx.bit_length()}-bit constant, over the {MODEL_BITS} "
+                f"bits the bit-exact model computes in (B**(W+1) * 2**frac_bits grows too fast): lower T, W, B or "
+                f"frac_bits")
         default_cw = min(self.v_width, self.frac_bits + 2)
         self.current_width = default_cw if current_width is None else check_int(
             "current_width", current_width, minimum=2, maximum=self.v_width,
             hint=f"currents cannot be wider than v_width={self.v_width}")
+
+    def _widths(self, frac_bits: int) -> tuple[int, int, int]:
+        """``(theta_fx, ceil(theta_fx * B_q), v bits needed)`` for ``frac_bits`` (the other parameters set)."""
+        if self.W * math.log2(self.b_q) > 2 * MODEL_BITS:    # hopeless: skip the exact (huge) power
+            return 1 << (2 * MODEL_BITS), 1 << (2 * MODEL_BITS), 2 * MODEL_BITS + 2
+        theta = self.b_q ** self.W * (1 + 1 / self.b_q) / 2 * (1 << frac_bits)
+        theta_fx = math.floor(theta + Fraction(1, 2))
+        v_max = math.ceil(theta_fx * self.b_q)
+        return theta_fx, v_max, signed_width_for(-v_max, v_max)
+
+    def _default_frac_bits(self) -> int:
+        """The resolution target ``ceil((T-1) log2 B - log2(B-1)) + 6`` (class docstring), lowered to the
+        largest ``F`` whose potential times ``B_fx`` fits the model's 63 bits; ``ValueError`` naming
+        ``T``, ``B`` and the limit when even ``F = 0`` does not fit."""
+        B, T = self.B, self.T
+        target = max(0, min(MAX_FRAC_BITS, math.ceil((T - 1) * math.log2(B) - math.log2(B - 1)) + 6))
+        b_bits = self.b_fx.bit_length()
+        for f in range(target, -1, -1):
+            if self._widths(f)[2] + b_bits <= MODEL_BITS:
+                return f
+        need = self._widths(0)[2]
+        need = f"a {need}-bit" if need <= 2 * MODEL_BITS else f"a more than {2 * MODEL_BITS}-bit"
+        raise ValueError(
+            f"T={T}, B={B} (W={self.W}, b_frac_bits={self.b_frac_bits}) do not fit the bit-exact phase neuron with "
+            f"any frac_bits: even frac_bits=0 needs {need} potential (theta*B = B**(W+1) (1 + 1/B)/2) times a "
+            f"{b_bits}-bit constant, over the {MODEL_BITS} bits the model computes in (W * log2 B = "
+            f"{self.W * math.log2(self.b_q):.1f} must stay below about {MODEL_BITS - b_bits - 2}): lower T (or W) or B")
 
     # -- contract -------------------------------------------------------------------------------
     @property
