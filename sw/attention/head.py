@@ -136,7 +136,8 @@ class SpikedHeadFormat:
     weights : per-channel QK^T weights ``scale_q[d] * scale_k[d] * temperature`` (natural units).
     frac_bits : int, optional
         ``F`` of the QK^T traces and the WOSS potentials; default the trace table's default, lowered
-        until the WOSS potential fits 62 bits.
+        to the largest with which the WOSS potential fits 62 bits (and some trace is non-zero); when
+        none fits, the error names T, B and the limit.
     av_frac_bits : int, optional
         ``F_av`` of the A·V traces; default ``ceil(T log2 B) + 8``, lowered until ``av_width + O <= 62``.
     out_frac_bits : int
@@ -164,24 +165,51 @@ class SpikedHeadFormat:
         bq = float(self.b_q)
         qk_weights = [wd * bq for wd in weights]
         if frac_bits is None:
-            frac_bits = TraceFormat("phase", T=T, B=B, channels=dim, weights=qk_weights, b_frac_bits=b_frac_bits).frac_bits
-            while frac_bits > 0 and self._woss(frac_bits, weights, b_frac_bits, check=False) is None:
-                frac_bits -= 1
+            frac_bits = self._default_frac_bits(qk_weights, weights, b_frac_bits)
         self.qk = TraceFormat("phase", T=T, B=B, channels=dim, weights=qk_weights, frac_bits=frac_bits,
                               b_frac_bits=b_frac_bits)
         self.woss = self._woss(frac_bits, weights, b_frac_bits, check=True)
-        if av_frac_bits is None:
+        av_default = av_frac_bits is None
+        if av_default:    # the largest F_av <= ceil(T log2 B) + 8 that fits (G_0 = B**-1 must not round to 0)
             av_frac_bits = math.ceil(T * math.log2(bq)) + 8
             while av_frac_bits > 0 and self._av_need(av_frac_bits) + self.out_frac_bits > MAX_MODEL_WIDTH:
                 av_frac_bits -= 1
+            if math.floor((1 << av_frac_bits) / bq + 0.5) == 0:
+                raise ValueError(
+                    f"T={T}, B={B}, keys={keys}: no av_frac_bits fits the A·V accumulator: with out_frac_bits="
+                    f"{self.out_frac_bits}, {MAX_MODEL_WIDTH} bits leave av_frac_bits={av_frac_bits}, where the A·V "
+                    f"trace B**-1 rounds to 0: lower T, B, keys or out_frac_bits")
         self.av = TraceFormat("phase", T=T, B=B, channels=keys, frac_bits=av_frac_bits, b_frac_bits=b_frac_bits)
         self.av_width = self._av_need(self.av.frac_bits)
         if self.av_width + self.out_frac_bits > MAX_MODEL_WIDTH:
+            even = " (even with the smallest av_frac_bits, 0)" if av_default else ""
             raise ValueError(
-                f"the A·V accumulator needs {self.av_width} bits and the quotient {self.out_frac_bits} more, over "
-                f"{MAX_MODEL_WIDTH}: lower av_frac_bits, out_frac_bits, T or B")
+                f"T={T}, B={B}, keys={keys}: the A·V accumulator needs {self.av_width} bits and the quotient "
+                f"{self.out_frac_bits} more, over {MAX_MODEL_WIDTH}{even}: lower "
+                f"{'' if av_default else 'av_frac_bits, '}out_frac_bits, keys, T or B")
         self.out_width = self.out_frac_bits + 2
         self.weights = weights
+
+    def _default_frac_bits(self, qk_weights, weights, b_frac_bits) -> int:
+        """The QK^T trace table's default ``F``, lowered to the largest with which the WOSS potential fits
+        62 bits and some trace is non-zero; ``ValueError`` naming T, B and the limit when none does."""
+        T, B = self.T, self.B
+        start = TraceFormat("phase", T=T, B=B, channels=self.dim, weights=qk_weights, b_frac_bits=b_frac_bits).frac_bits
+        for f in range(start, -1, -1):
+            if self._woss(f, weights, b_frac_bits, check=False) is None:
+                continue
+            try:
+                TraceFormat("phase", T=T, B=B, channels=self.dim, weights=qk_weights, frac_bits=f,
+                            b_frac_bits=b_frac_bits)
+            except ValueError:          # every trace rounds to 0: a smaller F only makes it worse
+                break
+            return f
+        try:
+            self._woss(0, weights, b_frac_bits, check=True)
+            why = "the WOSS potential fits only where every QK^T trace rounds to 0"
+        except ValueError as e:
+            why = str(e).replace("lower frac_bits, score_bound, T or B", "lower T, B or the QK^T weights")
+        raise ValueError(f"T={T}, B={B}: no frac_bits fits the spiked head's fixed-point formats: {why}")
 
     def _woss(self, frac_bits, weights, b_frac_bits, *, check):
         lut0 = [math.floor(w * (1 << frac_bits) + 0.5) for w in weights]

@@ -130,7 +130,8 @@ class WossFormat:
     score_bound : float
         Largest ``|score|`` the block must represent (natural units); sizes ``x_width`` and ``v_width``.
     frac_bits : int, optional
-        Fractional bits ``F``. Default: as many as keep ``v_width <= 62`` up to 16.
+        Fractional bits ``F``. Default: the largest ``F <= 16`` that keeps ``v_width <= 62``; when even
+        ``F = 0`` does not fit, the error names T, B, score_bound and the 62-bit limit.
     b_frac_bits : int, optional
         Fractional bits of the constant multiplier (default ``ceil(log2 T) + 10``).
     x_width, v_width : int, optional
@@ -156,7 +157,8 @@ class WossFormat:
         self.b_fx, self.b_q = quantize_base(self.B, self.b_frac_bits)
         growth = self.b_q ** (T - 1)
         self.ln_b = Fraction(math.log(self.b_q))
-        if frac_bits is None:
+        defaulted = frac_bits is None
+        if defaulted:     # the largest F <= 16 whose potential fits (or 0, refused below with the limit)
             frac_bits = 16
             while frac_bits > 0 and self._v_need(growth, frac_bits) > MAX_MODEL_WIDTH:
                 frac_bits -= 1
@@ -171,10 +173,12 @@ class WossFormat:
             raise ValueError(f"x_width={x_width} cannot hold score_bound={score_bound} with frac_bits={self.frac_bits}: "
                              f"raise x_width to at least {need_x} (or lower score_bound / frac_bits)")
         if need_v > MAX_MODEL_WIDTH and v_width is None:
+            even = " (the default frac_bits is already the smallest, 0)" if defaulted else ""
+            fix = "score_bound, T or B" if defaulted else "frac_bits, score_bound, T or B"
             raise ValueError(
                 f"T={T}, B={B}, score_bound={score_bound}, frac_bits={self.frac_bits} need a {need_v}-bit potential "
                 f"(2 * score_bound * B**(T-1) * 2**frac_bits), over the {MAX_MODEL_WIDTH} bits the bit-exact model "
-                f"supports: lower frac_bits, score_bound, T or B")
+                f"supports{even}: lower {fix}")
         self.v_width = need_v if v_width is None else check_int("v_width", v_width, minimum=2, maximum=MAX_MODEL_WIDTH)
         if self.v_width < need_v:
             raise ValueError(f"v_width={v_width} is too small for T={T}, B={B}, score_bound={score_bound}, "
