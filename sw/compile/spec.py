@@ -1,0 +1,77 @@
+"""The hardware spec: one frozen, validated description of an accelerator's tiles that the compiler
+and the RTL generator both read.
+
+Every tile has a neuron core of ``neurons`` virtual neurons on ``lanes`` lanes; its front end depends on
+its kind: a **neuron tile** holds a synapse (weight) memory of ``synapse_words`` words of ``lanes``
+weights, a **matmul tile** the two count-trace memories of a SESA product (``trace_words`` counts in
+all), a **unit tile** the accumulators of a softmax/LayerNorm unit (``unit_words`` values). Every tile
+routes its output events through a routing table of ``route_words`` entries (source neuron ->
+destination tile and axon) and accepts ``axons`` input lines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+from ..fixed import check_int
+
+__all__ = ["HardwareSpec", "TILE_KINDS"]
+
+TILE_KINDS = ("neuron", "matmul", "unit")
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """Tile counts and sizes of one accelerator (see the module docstring). Validated on creation."""
+
+    neuron_tiles: int = 16
+    matmul_tiles: int = 4
+    unit_tiles: int = 6
+    neurons: int = 1024
+    lanes: int = 4
+    synapse_words: int = 4096
+    trace_words: int = 2048
+    unit_words: int = 2048
+    axons: int = 4096
+    route_words: int = 8192
+    weight_bits: int = 8
+    value_bits: int = 8
+
+    def __post_init__(self):
+        for name in ("neuron_tiles", "matmul_tiles", "unit_tiles"):
+            check_int(name, getattr(self, name), minimum=0, maximum=4096)
+        check_int("lanes", self.lanes, minimum=1, maximum=64)
+        check_int("neurons", self.neurons, minimum=self.lanes, maximum=1 << 20)
+        if self.neurons % self.lanes:
+            raise ValueError(f"neurons={self.neurons} is not a multiple of lanes={self.lanes}")
+        for name in ("synapse_words", "trace_words", "unit_words", "axons", "route_words"):
+            check_int(name, getattr(self, name), minimum=1, maximum=1 << 24)
+        check_int("weight_bits", self.weight_bits, minimum=2, maximum=16)
+        check_int("value_bits", self.value_bits, minimum=2, maximum=32)
+        if self.neuron_tiles + self.matmul_tiles + self.unit_tiles == 0:
+            raise ValueError("a spec needs at least one tile")
+
+    def tiles(self, kind: str) -> int:
+        """Number of tiles of ``kind`` (one of :data:`TILE_KINDS`)."""
+        if kind not in TILE_KINDS:
+            raise ValueError(f"tile kind {kind!r} is unknown; kinds: {TILE_KINDS}")
+        return getattr(self, f"{kind}_tiles")
+
+    @property
+    def total_tiles(self) -> int:
+        return sum(self.tiles(k) for k in TILE_KINDS)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HardwareSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown hardware spec fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
