@@ -112,7 +112,7 @@ def test_output_paths_that_are_files_are_refused_before_work(tmp_path):
     r = run(["simulate", "core", "--simulator", "amaranth", "--save", "taken/sub"], cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "is a file, so nothing can be created under it" in r.stderr
     r = run(["convert", "-o", "."], cwd=tmp_path, timeout=60)
-    assert r.returncode == 2 and "is a folder" in r.stderr
+    assert r.returncode == 2 and "'--out'" in r.stderr and "is a directory" in r.stderr
 
 
 def test_a_folder_spikeforge_did_not_write_is_not_replaced(tmp_path):
