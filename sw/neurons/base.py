@@ -38,7 +38,7 @@ def model_from_dict(d: dict) -> "NeuronModel":
     """Rebuild a neuron model from :meth:`NeuronModel.to_dict` output (validates every parameter)."""
     d = dict(d)
     kind = d.pop("kind", None)
-    if kind not in _REGISTRY:
+    if not isinstance(kind, str) or kind not in _REGISTRY:
         raise ValueError(f"unknown neuron model kind {kind!r}; known kinds: {sorted(_REGISTRY)}")
     return _REGISTRY[kind](**d)
 
