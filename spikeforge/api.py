@@ -445,3 +445,43 @@ def check_phase_conversion(net, source: torch.nn.Module | None = None, *, images
 
 
 __all__ += ["PhaseConversionCheck", "check_phase_conversion", "DEFAULT_MODEL", "DEFAULT_INHIBITION"]
+
+
+# -- compiler -----------------------------------------------------------------------------------------------
+@dataclass
+class Compiled:
+    """A network compiled for a hardware spec: the plan and its report for the activity of ``images``
+    test images at ``timing``."""
+    net: object
+    plan: object
+    report: object
+    timing: str
+    images: int
+
+
+def compile(net, spec=None, *, images: int = 16, timing: str = "layer", progress=None) -> Compiled:
+    """Compile ``net`` (a :class:`~spikeforge.sw.ir.Network`, or the name of an embedded count-coded
+    checkpoint, converted with its flow) for ``spec`` (a :class:`~spikeforge.sw.compile.HardwareSpec`,
+    default: the default spec) and report it for the activity of the first ``images`` test images run at
+    ``timing`` (the accelerator's: each spiking layer a pipeline stage)."""
+    from .progress import reporter
+    from .sw.compile import HardwareSpec, compile_network, report
+    from .sw.snn import run_snn
+    say = reporter(progress)
+    if isinstance(net, str):
+        flow = next((f for f, names in EMBEDDED_MODELS.items() if net in names), None)
+        if flow is None:
+            raise ValueError(f"no embedded model {net!r}; choose one of "
+                             f"{sorted(n for names in EMBEDDED_MODELS.values() for n in names)}")
+        say(f"converting {net} ({flow})")
+        net = convert(net, flow)
+    spec = HardwareSpec() if spec is None else spec
+    say("legalise, partition, place, route")
+    plan = compile_network(net, spec)
+    x, _ = _test_images(images)
+    say(f"reference run on {len(x)} test images ({timing} timing) for the activity")
+    run = run_snn(net, x, max_steps=net.meta.get("sequence_steps", 0) + 400, timing=timing)
+    return Compiled(net, plan, report(plan, net, run), timing, len(x))
+
+
+__all__ += ["Compiled", "compile"]

@@ -538,6 +538,63 @@ def _check_phase(net, source, images, max_loss, path, T, B, inhibition, progress
     return c.passed(max_loss), table
 
 
+_SPEC_OPTIONS = ("neuron_tiles", "matmul_tiles", "unit_tiles", "neurons", "lanes", "synapse_words", "trace_words",
+                 "unit_words", "axons", "route_words")
+
+
+def _spec_options(f):
+    """One option per field of the hardware spec (defaults: :class:`HardwareSpec`'s)."""
+    from .sw.compile import HardwareSpec
+    d = HardwareSpec()
+    for name in reversed(_SPEC_OPTIONS):
+        lo = 0 if name.endswith("_tiles") else 1
+        f = click.option(f"--{name.replace('_', '-')}", name, type=click.IntRange(min=lo), default=getattr(d, name),
+                         show_default=True, help=f"Hardware spec: {name.replace('_', ' ')}.")(f)
+    return f
+
+
+@main.command("compile")
+@click.option("--model", default="vit_qann_L16", show_default=True,
+              help="Embedded count-coded checkpoint (vit_qann_L8/16/32, qcnn, qrnn_rows, qrnn_pixels).")
+@click.option("--network", "network_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A network file from `spikeforge convert -o` instead of --model.")
+@_spec_options
+@click.option("--images", type=POSITIVE, default=16, show_default=True,
+              help="Test images whose activity the report estimates from.")
+@click.option("--timing", type=click.Choice(["zero", "layer", "node"]), default="layer", show_default=True,
+              help="When a layer sees its inputs' spikes (the accelerator pipelines layers: layer).")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="out/compile", show_default=True,
+              help="Output folder: plan.json, report.md, report.json (replaced whole).")
+def compile_command(model, network_file, images, timing, out, **spec_fields):
+    """Compile a network onto core tiles: partition, place, route; report utilisation, events, cycles and
+    energy. A network that does not fit names the layer, what it needs and what the spec has."""
+    from .sw.compile import HardwareSpec
+    from .sw.ir import Network
+    ctx = click.get_current_context()
+    if network_file:
+        _refuse_inapplicable(ctx, ["model"], "with --network (the network file is compiled)")
+    spec = HardwareSpec(**spec_fields)
+    check_target(out, kind="folder", option="--out")
+    with Progress(console, "compile") as p:
+        source = Network.load(network_file) if network_file else model
+        c = api.compile(source, spec, images=images, timing=timing, progress=p)
+        with output_folder(out, option="--out", info={"command": "compile"}) as folder:
+            (folder.path / "plan.json").write_text(json.dumps(c.plan.to_dict(), indent=1) + "\n")
+            (folder.path / "report.json").write_text(json.dumps(c.report.to_dict(), indent=1) + "\n")
+            (folder.path / "report.md").write_text(
+                f"# {network_file or model} on {spec.total_tiles} tiles ({timing} timing, {c.images} images)\n\n"
+                + c.report.markdown())
+    used = ", ".join(f"{c.plan.tiles_used(k)}/{spec.tiles(k)} {k}" for k in ("neuron", "matmul", "unit"))
+    r = c.report
+    table = Table("", "value", title=f"{network_file or model} compiled -> {out}")
+    table.add_row("tiles used", used)
+    table.add_row("steps per inference", f"{r.steps:.1f}")
+    table.add_row("events / synaptic ops per inference", f"{r.events_per_inference:.0f} / {r.synaptic_ops:.0f}")
+    table.add_row("estimated cycles (busiest tile / balanced)", f"{r.busiest_tile_cycles:.0f} / {r.balanced_cycles:.0f}")
+    table.add_row("energy estimate", f"{r.energy_pj / 1e6:.3f} uJ")
+    console.print(table)
+
+
 def _read_trace(path):
     """Load a trace file, refusing a stale or foreign file in a spikeforge output folder."""
     from .sim.trace import SpikeTrace

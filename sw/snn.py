@@ -115,6 +115,9 @@ class SnnRun:
         Per neuron node (when recorded): ``{"inputs": [E, 3], "spikes": [E, 3]}`` of the recorded sample.
     truncations : int
         RBIF neurons not quiet at the end of their element's window (their remaining spikes are lost).
+    events : dict
+        Per node and sample (``[B]``), the nonzero output increments it emitted over the run: spikes of a
+        neuron layer, graded events of a matmul or unit (what an accelerator's links carry).
     """
 
     values: dict[str, torch.Tensor]
@@ -129,6 +132,7 @@ class SnnRun:
     total_steps: int
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     truncations: int = 0
+    events: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def spikes_total(self) -> torch.Tensor:
@@ -300,6 +304,7 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
     trace_a, trace_b = {}, {}                     # SESA count traces of matmul operands
     unit_total, unit_prev = {}, {}                # softmax / LayerNorm accumulators and last levels
     spikes = {name: torch.zeros(batch, dtype=torch.int64) for name in list(models) + list(rnns)}
+    events = {n.name: torch.zeros(batch, dtype=torch.int64) for n in net}
     acs = torch.zeros(batch, dtype=torch.int64)
     macs = torch.zeros(batch, dtype=torch.int64)
     unit_evals = torch.zeros(batch, dtype=torch.int64)
@@ -379,8 +384,10 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
             elif n.name not in visible:
                 visible[n.name] = torch.zeros_like(out)      # nothing emitted before step 0
             acc[n.name] += out
+            nonzero = out != 0
+            events[n.name] += nonzero.sum(1)
             if n.op != "input":
-                active |= (out != 0).any(1)
+                active |= nonzero.any(1)
         visible.update({name: v for name, v in values.items() if net[name].op in delayed})
         if t == 0:
             continue
@@ -400,7 +407,7 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
             traces[name] = {k: (np.concatenate(v) if v else np.zeros((0, 3), np.int64)).astype(np.int64)
                             for k, v in d.items()}
     return SnnRun(values, _output(net, values, batch), steps, quiescent, spikes, acs, macs, unit_evals,
-                  overflows, t + 1, traces, sum(r.truncations for r in rnns.values()))
+                  overflows, t + 1, traces, sum(r.truncations for r in rnns.values()), events)
 
 
 @dataclass

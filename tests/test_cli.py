@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from spikeforge.cli import main
 
-COMMANDS = [[], ["doctor"], ["network"], ["network", "show"], ["generate"], ["generate", "core"], ["simulate"], ["simulate", "core"], ["report"],
+COMMANDS = [[], ["doctor"], ["network"], ["network", "show"], ["compile"], ["generate"], ["generate", "core"], ["simulate"], ["simulate", "core"], ["report"],
             ["report", "core"], ["generate", "attention"], ["simulate", "attention"], ["report", "attention"],
             ["trace"], ["trace", "show"], ["trace", "diff"], ["demo"], ["convert"]]
 

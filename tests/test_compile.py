@@ -99,3 +99,36 @@ def test_a_vit_small_sized_network_compiles_in_seconds():
     plan = compile_network(net, spec)
     assert plan.tiles_used("neuron") > 1000
     assert time.perf_counter() - t0 < 120          # a loose guard against a per-synapse loop, not a benchmark
+
+
+def test_report_estimates_events_cycles_and_energy_from_a_run(vit):
+    import json
+
+    from spikeforge.sw.compile import report
+    from spikeforge.sw.models.digits import digits_split
+    from spikeforge.sw.snn import run_snn
+    spec = HardwareSpec(neuron_tiles=32, matmul_tiles=8, unit_tiles=8)
+    plan = compile_network(vit, spec)
+    run = run_snn(vit, digits_split().x_test[:4], max_steps=400, timing="layer")
+    r = report(plan, vit, run)
+    assert len(r.tiles) == len(plan.slices)
+    for t in r.tiles:
+        assert t["cycles"] >= r.steps * t["neurons"] / spec.lanes      # at least the sweeps
+    assert r.busiest_tile_cycles >= r.balanced_cycles > 0
+    # the estimate counts the same synaptic work as the simulator, within the routing approximation
+    assert 0.8 < r.synaptic_ops / float(run.acs.double().mean()) < 1.5
+    assert r.energy_pj > 0 and "estimated cycles" in r.markdown()
+    json.dumps(plan.to_dict())
+    json.dumps(r.to_dict())
+
+
+def test_cli_compile_writes_plan_and_report_and_names_what_does_not_fit(tmp_path):
+    from click.testing import CliRunner
+
+    from spikeforge.cli import main
+    r = CliRunner().invoke(main, ["compile", "--model", "qcnn", "--images", "2", "-o", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    assert {"plan.json", "report.md", "report.json", "manifest.json"} <= {p.name for p in (tmp_path / "c").iterdir()}
+    r = CliRunner().invoke(main, ["compile", "--model", "vit_qann_L8", "--neuron-tiles", "4", "-o", str(tmp_path / "d")])
+    assert r.exit_code == 2 and "needs 14 neuron tiles, the spec has 4" in r.output
+    assert "raise --neuron-tiles to 14" in r.output and not (tmp_path / "d").exists()

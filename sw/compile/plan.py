@@ -98,6 +98,15 @@ class Plan:
     slices: tuple[Slice, ...]
     routes_per_tile: dict = field(default_factory=dict)     # (kind, tile) -> routing-table entries
     routes_per_layer: dict = field(default_factory=dict)    # layer -> entries feeding it
+    links: dict = field(default_factory=dict)               # (producer layer or "input", consumer) -> entries
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the spec, the layers, the placed slices and the routing counts."""
+        from dataclasses import asdict
+        return {"format": "spikeforge-plan", "version": 1, "spec": self.spec.to_dict(),
+                "layers": [asdict(L) for L in self.layers], "slices": [asdict(s) for s in self.slices],
+                "routes_per_tile": [{"kind": k, "tile": t, "entries": n} for (k, t), n in self.routes_per_tile.items()],
+                "links": [{"source": a, "layer": b, "entries": n} for (a, b), n in self.links.items()]}
 
     def tiles_used(self, kind: str) -> int:
         return len({s.tile for s in self.slices if s.kind == kind})
@@ -266,6 +275,7 @@ def _route(net: Network, layers: list[TileLayer], slices: list[Slice], spec: Har
         by_layer.setdefault(s.layer, []).append(s)
     per_tile: dict[tuple[str, int], int] = {}
     per_layer: dict[str, int] = {}
+    links: dict[tuple[str, str], int] = {}
     for L in layers:
         front = net[L.front]
         consumers = by_layer[L.name]
@@ -279,6 +289,7 @@ def _route(net: Network, layers: list[TileLayer], slices: list[Slice], spec: Har
             for producer, index in _producers(net, front, k, layer_of):
                 flat = index[index >= 0]
                 total += copies * len(flat)
+                links[(producer, L.name)] = links.get((producer, L.name), 0) + copies * len(flat)
                 if producer == "input":
                     per_tile[("host", 0)] = per_tile.get(("host", 0), 0) + copies * len(flat)
                     continue
@@ -296,7 +307,7 @@ def _route(net: Network, layers: list[TileLayer], slices: list[Slice], spec: Har
         layer = next(s.layer for s in slices if s.kind == kind and s.tile == tile)
         raise DoesNotFitError(f"{kind} tile {tile} (layer {layer!r}) needs {n} routing-table entries, a tile has "
                               f"{spec.route_words}: raise route_words or use more, smaller slices (fewer neurons)")
-    return per_tile, per_layer
+    return per_tile, per_layer, links
 
 
 # -- driver ---------------------------------------------------------------------------------------------------
@@ -326,5 +337,5 @@ def compile_network(net: Network, spec: HardwareSpec) -> Plan:
             raise DoesNotFitError(f"the network needs {next_tile[kind]} {kind} tiles, the spec has "
                                   f"{spec.tiles(kind)} (largest layers: {names}): raise {kind}_tiles to "
                                   f"{next_tile[kind]} or enlarge the tiles (neurons, memories)")
-    per_tile, per_layer = _route(net, layers, slices, spec)
-    return Plan(spec, tuple(layers), tuple(slices), per_tile, per_layer)
+    per_tile, per_layer, links = _route(net, layers, slices, spec)
+    return Plan(spec, tuple(layers), tuple(slices), per_tile, per_layer, links)

@@ -26,8 +26,8 @@ class HardwareSpec:
     """Tile counts and sizes of one accelerator (see the module docstring). Validated on creation."""
 
     neuron_tiles: int = 16
-    matmul_tiles: int = 4
-    unit_tiles: int = 6
+    matmul_tiles: int = 8
+    unit_tiles: int = 8
     neurons: int = 1024
     lanes: int = 4
     synapse_words: int = 4096
