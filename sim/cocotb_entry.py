@@ -53,6 +53,22 @@ async def _attention_block_replay(dut, job):
     return answers
 
 
+async def _neuron_tile_replay(dut, job):
+    from ..hw.neuron_tile import NeuronTile
+    from .tile_replay import replay_tile
+    tile = NeuronTile.from_config(job["config"])
+    bench = CocotbBench(dut)
+    answers = []
+    for r in job["replays"]:
+        await bench.reset()
+        golden = SpikeTrace.load(r["golden"])
+        res = await replay_tile(bench, tile, golden, idle=r.get("idle", 0.0), backpressure=r.get("backpressure", 0.0),
+                                seed=r.get("seed", 0))
+        res.trace.save(r["observed"])
+        answers.append({"cycles": res.cycles, "beats": res.beats})
+    return answers
+
+
 async def _smoke(dut, job):
     """``spikeforge doctor``'s check: clock the tiny counter of :func:`spikeforge.sim.toolchain.smoke_test`."""
     bench = CocotbBench(dut)
@@ -65,7 +81,7 @@ async def _smoke(dut, job):
 
 
 _KINDS = {"neuron_core_replay": _neuron_core_replay, "attention_block_replay": _attention_block_replay,
-          "smoke": _smoke}
+          "neuron_tile_replay": _neuron_tile_replay, "smoke": _smoke}
 
 
 @cocotb.test()

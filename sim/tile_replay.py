@@ -1,0 +1,151 @@
+"""Golden traces of the neuron tile and their replay against its RTL (either simulator).
+
+Trace encoding (golden-trace format v1): ``inputs`` rows ``(step, axon, value)`` of the input ``EVENT``s
+(malformed axons included; a ``STEP`` follows each step's events); ``spikes`` rows ``(step, neuron,
+sign)``; counters ``rejected``, ``product_overflows``, ``overflows``. The replay sends ``CLEAR`` (block RAM
+is not reset), then every step's events and its ``STEP``, with random idle input cycles and output
+backpressure, collects output events until every ``STEP`` came back, and keeps the outputs open for a
+drain tail so a spurious event after the last ``STEP`` is caught.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hw.neuron_tile import NeuronTile
+from ..sw.events import EventOp
+from ..sw.neuron_tile import tile_core_inputs
+from .bench import Bench, StreamSink, StreamSource, check_stall_probability, clock, run_until
+from .core_replay import core_golden
+from .trace import SpikeTrace
+
+__all__ = ["tile_golden", "random_tile_inputs", "replay_tile", "TileReplay", "verify_tile"]
+
+TILE_COUNTERS = ("rejected", "product_overflows", "overflows")
+
+
+def _events(inputs: np.ndarray, steps: int, fmt) -> np.ndarray:
+    """The event stream of a trace's inputs: each step's events, then ``STEP``."""
+    rows = []
+    for s in range(steps):
+        sel = inputs[inputs[:, 0] == s]
+        rows += [(EventOp.EVENT, 0, int(a), int(v)) for _, a, v in sel] + [(EventOp.STEP, 0, 0, 0)]
+    ops, tiles, axons, values = (np.array([r[i] for r in rows], np.int64) for i in range(4))
+    return fmt.event_format().events(ops, tiles, axons, values)
+
+
+def tile_golden(tile: NeuronTile, inputs, steps: int) -> SpikeTrace:
+    """Expected trace of ``tile`` for input events ``inputs [E, 3]`` (step, axon, value), from the
+    bit-exact models (:func:`~spikeforge.sw.neuron_tile.tile_core_inputs` then the core's golden)."""
+    inputs = np.asarray(inputs, dtype=np.int64).reshape(-1, 3)
+    core_inputs, counts = tile_core_inputs(tile.fmt, tile.weights, _events(inputs, steps, tile.fmt))
+    core = core_golden(tile.model, neurons=tile.fmt.neurons, lanes=tile.fmt.lanes, inputs=core_inputs, steps=steps)
+    counters = {"rejected": counts["rejected"], "product_overflows": counts["product_overflows"],
+                "overflows": core.counters["overflows"]}
+    meta = {"block": "neuron_tile", "config": tile.config(), "steps": steps}
+    return SpikeTrace(meta, inputs, core.spikes, {}, counters)
+
+
+def random_tile_inputs(tile: NeuronTile, *, steps: int, events: int, seed: int = 0, malformed: int = 0) -> np.ndarray:
+    """Random input events: spikes (or graded values within ``value_bits``) on random axons in the first
+    two thirds of the steps, plus ``malformed`` events on axons beyond the tile."""
+    rng = np.random.default_rng(seed)
+    fmt = tile.fmt
+    lo, hi = -(1 << (fmt.value_bits - 1)), (1 << (fmt.value_bits - 1)) - 1
+    step = rng.integers(0, max(1, steps * 2 // 3), size=events)
+    axon = fmt.axon(rng.integers(0, fmt.tokens, size=events), rng.integers(0, fmt.fan_in, size=events))
+    value = rng.choice([v for v in range(lo, hi + 1) if v != 0], size=events)
+    rows = [np.stack([step, axon, value], 1)]
+    top = (1 << fmt.event_format().axon_bits) - 1
+    bad = [a for a in range(top + 1) if (a >> fmt.k_bits) >= fmt.tokens or (a & ((1 << fmt.k_bits) - 1)) >= fmt.fan_in]
+    if malformed:
+        if not bad:
+            raise ValueError("every axon of this tile is valid: no malformed events can be sent")
+        rows.append(np.stack([rng.integers(0, max(1, steps * 2 // 3), size=malformed), rng.choice(bad, size=malformed),
+                              np.ones(malformed, np.int64)], 1))
+    out = np.concatenate(rows).astype(np.int64)
+    return out[np.argsort(out[:, 0], kind="stable")]
+
+
+@dataclass
+class TileReplay:
+    """Observed trace and cost of one replay."""
+    trace: SpikeTrace
+    cycles: int
+    beats: int
+
+
+async def replay_tile(bench: Bench, tile: NeuronTile, golden: SpikeTrace, *, idle: float = 0.0,
+                      backpressure: float = 0.0, seed: int = 0) -> TileReplay:
+    """Replay ``golden``'s inputs into ``tile`` on ``bench`` and return the observed trace."""
+    rng = random.Random(seed)
+    layout = tile.inputs.payload.shape()
+    src = StreamSource(bench, "inputs", layout, idle=idle, rng=random.Random(rng.random()))
+    src.put({"op": EventOp.CLEAR.value})
+    stream = _events(golden.inputs, golden.steps, tile.fmt)
+    for e in stream:
+        src.put({"op": int(e["op"]), "tile": int(e["tile"]), "axon": int(e["axon"]), "value": int(e["value"])})
+    spikes, seen = [], [0]
+
+    def on_out(beat):
+        if beat["op"] == EventOp.STEP.value:
+            seen[0] += 1
+        else:
+            spikes.append((seen[0], beat["axon"], beat["value"]))
+
+    sink = StreamSink(bench, "outputs", layout, backpressure=backpressure, rng=random.Random(rng.random()),
+                      on_receive=on_out)
+    drivers = [src, sink]
+    slack = 1 / max(1e-3, (1 - idle) * (1 - backpressure))
+    budget = int((3 * len(stream) * tile.fmt.groups_per_token + golden.steps * (tile.fmt.neurons + 10) + 200)
+                 * slack * 4)
+    cycles = await run_until(bench, drivers, lambda: src.done and seen[0] >= golden.steps, max_cycles=budget,
+                             what="neuron-tile replay")
+    sink.backpressure = 0.0
+    for _ in range(tile.fmt.neurons // tile.fmt.lanes + 16):       # drain tail: nothing more may come
+        await clock(bench, drivers)
+    counters = {name: bench.get(name) for name in TILE_COUNTERS}
+    meta = dict(golden.meta, observed=True)
+    return TileReplay(SpikeTrace(meta, golden.inputs, np.array(spikes, np.int64).reshape(-1, 3), {}, counters),
+                      cycles, len(stream) + 1)
+
+
+def verify_tile(tile: NeuronTile, goldens: list[SpikeTrace], *, simulator: str = "amaranth", idle: float = 0.3,
+                backpressure: float = 0.3, seed: int = 0):
+    """Replay every golden on ``tile`` (Amaranth simulator or Verilator) and diff; returns
+    ``[(golden, observed, diff, cycles)]``."""
+    from .trace import diff_traces
+    check_stall_probability("idle", idle)
+    check_stall_probability("backpressure", backpressure)
+    results = []
+    if simulator == "amaranth":
+        from .amaranth_sim import run_amaranth
+        for i, g in enumerate(goldens):
+            r = run_amaranth(tile, lambda bench, g=g, i=i: replay_tile(bench, tile, g, idle=idle,
+                                                                       backpressure=backpressure, seed=seed + i))
+            results.append((g, r.trace, diff_traces(g, r.trace), r.cycles))
+        return results
+    if simulator != "verilator":
+        raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .verilator import build, run_job
+    design = build(tile, tile.verilog_name)
+    work = Path(tempfile.mkdtemp(prefix="sf-tile-"))
+    replays = []
+    for i, g in enumerate(goldens):
+        gp, op = work / f"golden{i}.npz", work / f"observed{i}.npz"
+        g.save(gp)
+        replays.append({"golden": str(gp), "observed": str(op), "idle": idle, "backpressure": backpressure,
+                        "seed": seed + i})
+    answers = run_job(design, {"kind": "neuron_tile_replay", "config": tile.config(), "replays": replays})
+    for g, r, a in zip(goldens, replays, answers):
+        obs = SpikeTrace.load(r["observed"])
+        results.append((g, obs, diff_traces(g, obs), a["cycles"]))
+    shutil.rmtree(work, ignore_errors=True)
+    return results

@@ -1,0 +1,80 @@
+"""The neuron tile (synapse memory + neuron core, accelerator events): RTL == bit-exact event model, spike
+by spike, with random stalls on both streams, malformed axons and saturating products."""
+
+import numpy as np
+import pytest
+
+from spikeforge.hw.neuron_tile import NeuronTile
+from spikeforge.sim.tile_replay import random_tile_inputs, tile_golden, verify_tile
+from spikeforge.sw import Bif, StBif
+from spikeforge.sw.events import EventFormat, EventOp
+from spikeforge.sw.neuron_tile import NeuronTileFormat, tile_core_inputs
+
+
+def _tile(tokens=3, cols=6, fan_in=5, lanes=4, value_bits=3, current_width=8, model=None, seed=0):
+    fmt = NeuronTileFormat(tokens=tokens, cols=cols, fan_in=fan_in, lanes=lanes, weight_bits=6, value_bits=value_bits,
+                           current_width=current_width)
+    w = np.random.default_rng(seed).integers(-31, 32, (cols, fan_in))
+    return NeuronTile(fmt, model or StBif.signed(8, theta=20, current_width=current_width), w)
+
+
+def _check(tile, steps=12, events=80, malformed=3, simulator="amaranth", seed=1):
+    golden = tile_golden(tile, random_tile_inputs(tile, steps=steps, events=events, seed=seed, malformed=malformed),
+                         steps)
+    ((g, obs, diff, cycles),) = verify_tile(tile, [golden], simulator=simulator, idle=0.3, backpressure=0.4,
+                                            seed=seed)
+    assert diff.equal, str(diff)
+    return g
+
+
+def test_tile_equals_the_event_model_with_stalls_and_malformed_axons():
+    g = _check(_tile())
+    assert g.counters["rejected"] == 3 and len(g.spikes) > 20
+
+
+def test_saturating_products_are_counted():
+    tile = _tile(current_width=5, model=StBif.signed(8, theta=12, current_width=5))
+    g = _check(tile, malformed=0)
+    assert g.counters["product_overflows"] > 0
+
+
+@pytest.mark.parametrize("shape", [dict(tokens=1, cols=4, fan_in=3, lanes=4), dict(tokens=5, cols=3, fan_in=7, lanes=2),
+                                   dict(tokens=2, cols=9, fan_in=1, lanes=1)])
+def test_tile_shapes(shape):
+    _check(_tile(**shape), malformed=0)
+
+
+def test_bif_tile():
+    _check(_tile(model=Bif(20, -4, 3, window=4, current_width=8)), steps=16)
+
+
+def test_the_event_model_matches_a_dense_linear():
+    """Summed over the run, the currents the tile issues are value x weight per (token, output)."""
+    tile = _tile()
+    tile._MustUse__silence = True           # only its model is exercised here
+    fmt = tile.fmt
+    rng = np.random.default_rng(3)
+    tok, k, v = rng.integers(0, 3, 40), rng.integers(0, 5, 40), rng.choice([-1, 1], 40)
+    ev = fmt.event_format().events(np.r_[np.zeros(40), [EventOp.STEP]], 0, np.r_[fmt.axon(tok, k), [0]], np.r_[v, [0]])
+    inputs, counts = tile_core_inputs(fmt, tile.weights, ev)
+    dense = np.zeros((3, fmt.cols_padded), np.int64)
+    np.add.at(dense, (inputs[:, 1] // fmt.cols_padded, inputs[:, 1] % fmt.cols_padded), inputs[:, 2])
+    x = np.zeros((3, 5), np.int64)
+    np.add.at(x, (tok, k), v)
+    assert np.array_equal(dense[:, :fmt.cols], x @ tile.weights.T) and counts["rejected"] == 0
+
+
+def test_bad_tiles_are_refused():
+    fmt = NeuronTileFormat(tokens=2, cols=4, fan_in=3, lanes=2, current_width=8)
+    with pytest.raises(ValueError, match="weights have shape"):
+        NeuronTile(fmt, StBif.signed(8, theta=20, current_width=8), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="current_width=10 differs"):
+        NeuronTile(fmt, StBif.signed(8, theta=20, current_width=10), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="over the 8-bit range"):
+        NeuronTile(fmt, StBif.signed(8, theta=20, current_width=8), np.full((4, 3), 300))
+    assert isinstance(fmt.event_format(), EventFormat)
+
+
+@pytest.mark.verilator
+def test_tile_on_verilator():
+    _check(_tile(), steps=20, events=200, simulator="verilator")
