@@ -103,3 +103,22 @@ def test_output_file_is_atomic(tmp_path):
     with output_file(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["net.json"]
+
+
+def test_progress_prints_plain_lines_in_a_log():
+    import io
+    import time
+
+    from rich.console import Console
+
+    from spikeforge.progress import Progress
+    buf = io.StringIO()
+    with Progress(Console(file=buf, width=200), "job", total=2, interval=0.2, min_gap=0.05) as p:
+        p.update("first step")
+        time.sleep(0.5)                       # a silent step: heartbeat lines
+        p.update("second step", advance=1)
+        time.sleep(0.2)
+        p.advance()
+    text = buf.getvalue()
+    assert "job 0/2: first step" in text and "first step (still running)" in text
+    assert "second step" in text and "done in" in text
