@@ -200,10 +200,6 @@ def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilato
     """Replay every golden trace on ``block`` (a :class:`TraceMatmul` or :class:`WossSoftmax`) with
     random idle input cycles and output backpressure, on Verilator (cocotb) or Amaranth's simulator,
     and diff each observed trace against its golden."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from .bench import check_stall_probability
     from .trace import diff_traces
     check_stall_probability("idle", idle)
@@ -221,20 +217,10 @@ def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilato
             r = run_amaranth(block, fn)
             results.append((g, r.trace, r.cycles, r.beats))
     elif simulator == "verilator":
-        from .verilator import build, run_job
-        design = build(block, block.verilog_name)
-        work = Path(tempfile.mkdtemp(prefix=f"sf-{kind}-"))
-        replays = []
-        for i, g in enumerate(goldens):
-            gp, op = work / f"golden{i}.npz", work / f"observed{i}.npz"
-            g.save(gp)
-            replays.append({"golden": str(gp), "observed": str(op), "idle": idle, "backpressure": backpressure,
-                            "seed": seed + i})
-        answers = run_job(design, {"kind": "attention_block_replay", "block": kind, "config": block.config(),
-                                   "replays": replays})
-        for g, r, a in zip(goldens, replays, answers):
-            results.append((g, SpikeTrace.load(r["observed"]), a["cycles"], a["beats"]))
-        shutil.rmtree(work, ignore_errors=True)
+        from .verilator import run_replays
+        runs = run_replays(block, {"kind": "attention_block_replay", "block": kind, "config": block.config()}, goldens,
+                           idle=idle, backpressure=backpressure, seed=seed)
+        results += [(g, obs, a["cycles"], a["beats"]) for g, (obs, a) in zip(goldens, runs)]
     else:
         raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
     return [BlockCheck(g, o, diff_traces(g, o), c, b, simulator, idle, backpressure) for g, o, c, b in results]

@@ -24,49 +24,42 @@ from .core_replay import replay_core
 from .trace import SpikeTrace
 
 
-async def _neuron_core_replay(dut, job):
-    from ..hw.neuron_core import NeuronCore
-    core = NeuronCore.from_config(job["config"])
+async def _replays(dut, job, replay, answer_keys=("cycles", "beats")):
+    """Reset, replay and save the observed trace for every replay of ``job``; ``replay(bench, golden, r)``
+    runs one and returns a result with ``trace`` and the ``answer_keys``."""
     bench = CocotbBench(dut)
     answers = []
     for r in job["replays"]:
         await bench.reset()
-        golden = SpikeTrace.load(r["golden"])
-        res = await replay_core(bench, core, golden, idle=r.get("idle", 0.0), backpressure=r.get("backpressure", 0.0),
-                                seed=r.get("seed", 0), malformed=r.get("malformed", 0))
+        res = await replay(bench, SpikeTrace.load(r["golden"]), r)
         res.trace.save(r["observed"])
-        answers.append({"cycles": res.cycles, "beats": res.beats, "accumulate_beats": res.accumulate_beats})
+        answers.append({key: getattr(res, key) for key in answer_keys})
     return answers
+
+
+def _stalls(r):
+    return {"idle": r.get("idle", 0.0), "backpressure": r.get("backpressure", 0.0), "seed": r.get("seed", 0)}
+
+
+async def _neuron_core_replay(dut, job):
+    from ..hw.neuron_core import NeuronCore
+    core = NeuronCore.from_config(job["config"])
+    return await _replays(dut, job, lambda bench, golden, r: replay_core(bench, core, golden, **_stalls(r),
+                                                                         malformed=r.get("malformed", 0)),
+                          ("cycles", "beats", "accumulate_beats"))
 
 
 async def _attention_block_replay(dut, job):
     from .attention_replay import replay_block
-    bench = CocotbBench(dut)
-    answers = []
-    for r in job["replays"]:
-        await bench.reset()
-        golden = SpikeTrace.load(r["golden"])
-        res = await replay_block(bench, job["block"], job["config"], golden, idle=r.get("idle", 0.0),
-                                 backpressure=r.get("backpressure", 0.0), seed=r.get("seed", 0))
-        res.trace.save(r["observed"])
-        answers.append({"cycles": res.cycles, "beats": res.beats})
-    return answers
+    return await _replays(dut, job, lambda bench, golden, r: replay_block(bench, job["block"], job["config"], golden,
+                                                                          **_stalls(r)))
 
 
 async def _neuron_tile_replay(dut, job):
     from ..hw.neuron_tile import NeuronTile
     from .tile_replay import replay_tile
     tile = NeuronTile.from_config(job["config"])
-    bench = CocotbBench(dut)
-    answers = []
-    for r in job["replays"]:
-        await bench.reset()
-        golden = SpikeTrace.load(r["golden"])
-        res = await replay_tile(bench, tile, golden, idle=r.get("idle", 0.0), backpressure=r.get("backpressure", 0.0),
-                                seed=r.get("seed", 0))
-        res.trace.save(r["observed"])
-        answers.append({"cycles": res.cycles, "beats": res.beats})
-    return answers
+    return await _replays(dut, job, lambda bench, golden, r: replay_tile(bench, tile, golden, **_stalls(r)))
 
 
 async def _smoke(dut, job):

@@ -130,22 +130,7 @@ def verify_tile(tile: NeuronTile, goldens: list[SpikeTrace], *, simulator: str =
         return results
     if simulator != "verilator":
         raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from .verilator import build, run_job
-    design = build(tile, tile.verilog_name)
-    work = Path(tempfile.mkdtemp(prefix="sf-tile-"))
-    replays = []
-    for i, g in enumerate(goldens):
-        gp, op = work / f"golden{i}.npz", work / f"observed{i}.npz"
-        g.save(gp)
-        replays.append({"golden": str(gp), "observed": str(op), "idle": idle, "backpressure": backpressure,
-                        "seed": seed + i})
-    answers = run_job(design, {"kind": "neuron_tile_replay", "config": tile.config(), "replays": replays})
-    for g, r, a in zip(goldens, replays, answers):
-        obs = SpikeTrace.load(r["observed"])
-        results.append((g, obs, diff_traces(g, obs), a["cycles"]))
-    shutil.rmtree(work, ignore_errors=True)
-    return results
+    from .verilator import run_replays
+    runs = run_replays(tile, {"kind": "neuron_tile_replay", "config": tile.config()}, goldens, idle=idle,
+                       backpressure=backpressure, seed=seed)
+    return [(g, obs, diff_traces(g, obs), a["cycles"]) for g, (obs, a) in zip(goldens, runs)]

@@ -25,7 +25,7 @@ from amaranth.back import verilog
 
 from .toolchain import ensure_verilator
 
-__all__ = ["VerilatorBuild", "build", "run_job", "cache_dir", "SimulationError"]
+__all__ = ["VerilatorBuild", "build", "run_job", "run_replays", "cache_dir", "SimulationError"]
 
 BUILD_ARGS = ("-Wno-fatal", "-O2")
 
@@ -124,6 +124,24 @@ def run_job(design: VerilatorBuild, job: dict, *, testcase: str = "run_job", wav
     answer = json.loads(answer_file.read_text())
     shutil.rmtree(work, ignore_errors=True)
     return answer
+
+
+def run_replays(component, job: dict, goldens, *, idle: float, backpressure: float, seed: int) -> list[tuple]:
+    """Build ``component`` (cached), replay every golden trace in one cocotb job ``job`` (its ``kind`` and
+    fields; the replays are added here, seeds ``seed + i``) and return ``[(observed trace, answer)]``."""
+    from .trace import SpikeTrace
+    design = build(component, component.verilog_name)
+    work = Path(tempfile.mkdtemp(prefix=f"sf-{job['kind']}-"))
+    replays = []
+    for i, g in enumerate(goldens):
+        gp, op = work / f"golden{i}.npz", work / f"observed{i}.npz"
+        g.save(gp)
+        replays.append({"golden": str(gp), "observed": str(op), "idle": idle, "backpressure": backpressure,
+                        "seed": seed + i})
+    answers = run_job(design, dict(job, replays=replays))
+    out = [(SpikeTrace.load(r["observed"]), a) for r, a in zip(replays, answers)]
+    shutil.rmtree(work, ignore_errors=True)
+    return out
 
 
 def _check_absolute(job):
