@@ -24,6 +24,7 @@ class EventOp(enum.Enum, shape=OP_BITS):
     EVENT = _SwEventOp.EVENT.value
     STEP = _SwEventOp.STEP.value
     CLEAR = _SwEventOp.CLEAR.value
+    READ = _SwEventOp.READ.value
 
 
 if {op.name: op.value for op in EventOp} != {op.name: op.value for op in _SwEventOp}:

@@ -83,17 +83,28 @@ class NeuronCore(wiring.Component):
         ``{group, state[P]}`` answers to ``READ``.
     step, overflows, truncations, rejected : ``Out(counter_width)``
         Completed steps since the last clear, and the saturating event counters.
+    idle : ``Out(1)``
+        No operation in the pipeline, no sweep running and no output beat waiting (the accelerator's
+        step barrier waits for it).
+    params : ``In(rule.param_layout())``, only with ``runtime_params=True``
+        The neuron parameters the model allows to be set at run time (ST-BIF/BIF: ``theta``, ``s_min``,
+        ``s_max``), held steady by the user; ``CLEAR`` writes the initial state they give. The model
+        still fixes the kind, the widths and the window.
     """
 
-    def __init__(self, model: NeuronModel, *, neurons: int, lanes: int = 1, counter_width: int = 32):
+    def __init__(self, model: NeuronModel, *, neurons: int, lanes: int = 1, counter_width: int = 32,
+                 runtime_params: bool = False):
         try:
             self._check(model, neurons, lanes, counter_width)
+            if runtime_params:
+                self.param_layout(model)          # refuses models without run-time parameters
         except (TypeError, ValueError):
             self._MustUse__silence = True  # a rejected configuration is not an unused design
             raise
         self.model = model
         self.neurons, self.lanes, self.groups = neurons, lanes, neurons // lanes
         self.counter_width = counter_width
+        self.runtime_params = bool(runtime_params)
         group_shape = unsigned(index_width(self.groups))
         self.state_layout = data.StructLayout({
             name: signed(w) if is_signed else unsigned(w)
@@ -113,7 +124,18 @@ class NeuronCore(wiring.Component):
             "overflows": Out(counter_width),
             "truncations": Out(counter_width),
             "rejected": Out(counter_width),
+            "idle": Out(1),
+            **({"params": In(self.param_layout(model))} if self.runtime_params else {}),
         })
+
+    @staticmethod
+    def param_layout(model: NeuronModel) -> data.StructLayout:
+        """Layout of the run-time parameters of a core running ``model`` (refused if it has none)."""
+        rule = lane_rule(model)
+        if not rule.runtime:
+            raise TypeError(f"the {model.kind} neuron takes no run-time parameters; build its core with "
+                            "runtime_params=False")
+        return rule.param_layout()
 
     @staticmethod
     def _check(model, neurons, lanes, counter_width):
@@ -135,20 +157,21 @@ class NeuronCore(wiring.Component):
     # -- configuration round-trip (used by testbenches running in another process) ------------
     def config(self) -> dict:
         return {"model": self.model.to_dict(), "neurons": self.neurons, "lanes": self.lanes,
-                "counter_width": self.counter_width}
+                "counter_width": self.counter_width, "runtime_params": self.runtime_params}
 
     @classmethod
     def from_config(cls, config: dict) -> "NeuronCore":
         return cls(model_from_dict(config["model"]), neurons=config["neurons"], lanes=config["lanes"],
-                   counter_width=config.get("counter_width", 32))
+                   counter_width=config.get("counter_width", 32),
+                   runtime_params=config.get("runtime_params", False))
 
     # -- RTL ------------------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
         model, P, G = self.model, self.lanes, self.groups
-        rule = lane_rule(model)
+        rule = lane_rule(model, self.params if self.runtime_params else None)
         word = data.ArrayLayout(self.state_layout, P)
-        init_word = word.const([rule.initial()] * P)
+        init_word = word.const([dict(model.initial_state())] * P)     # CLEAR writes rule.initial()
         m.submodules.state = mem = memory.Memory(shape=word, depth=G, init=[init_word] * G)
         rd = mem.read_port()
         wr = mem.write_port()
@@ -290,6 +313,8 @@ class NeuronCore(wiring.Component):
                 self.readback.payload.group.eq(s3_group),
                 self.readback.payload.state.eq(s3_old),
             ]
+        m.d.comb += self.idle.eq(~(seq_active | s1_valid | s2_valid | s3_valid | self.spikes.valid |
+                                   self.readback.valid | self.events.valid))
         # Event counters lag one cycle: the flags are registered first so the popcount and the
         # wide saturating addition stay off the compute path. Each registered flag is counted once.
         ovf_seen, trunc_seen = Signal(P), Signal(P)

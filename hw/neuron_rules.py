@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Mux, Signal, Value, signed
+from amaranth.hdl import Const, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data
 
 from ..sw.neurons import Bif, IntegrateFire, NeuronModel, PhaseNeuron, StBif
 from .arith import const_mul, saturate
@@ -36,8 +37,19 @@ class UpdateResult:
 
 
 class _Rule:
-    def __init__(self, model: NeuronModel):
+    #: Parameters a core can take at run time (``NeuronCore(..., runtime_params=True)``), by name.
+    runtime = ()
+
+    def __init__(self, model: NeuronModel, params=None):
         self.model = model
+        if params is not None and not self.runtime:
+            raise TypeError(f"the {model.kind} neuron takes no run-time parameters; build its core with "
+                            "runtime_params=False")
+        self.params = params
+
+    def param_layout(self) -> data.StructLayout:
+        """Layout of the run-time parameters (empty for rules without any)."""
+        return data.StructLayout({})
 
     def initial(self) -> dict:
         return dict(self.model.initial_state())
@@ -61,14 +73,39 @@ class _Rule:
 
 
 class _StBifRule(_Rule):
+    """ST-BIF; ``theta``, ``s_min`` and ``s_max`` may be run-time parameters (the widths stay the model's:
+    a run-time theta must lie in ``[1, 2**(v_width-1))``, the bounds within ``s_width``)."""
+    runtime = ("theta", "s_min", "s_max")
+
+    def param_layout(self):
+        return data.StructLayout({"theta": unsigned(self.model.v_width - 1), "s_min": signed(self.model.s_width),
+                                  "s_max": signed(self.model.s_width)})
+
+    @property
+    def theta(self):
+        return self.model.theta if self.params is None else self.params.theta
+
+    @property
+    def s_min(self):
+        return self.model.s_min if self.params is None else self.params.s_min
+
+    @property
+    def s_max(self):
+        return self.model.s_max if self.params is None else self.params.s_max
+
+    def initial(self):
+        if self.params is None:
+            return dict(self.model.initial_state())
+        return {"v": self.params.theta >> 1, "s": 0}          # theta // 2 for theta >= 1
+
     def _fire(self, m, v, s, name):
         model = self.model
         up, down = Signal(name=f"{name}_up"), Signal(name=f"{name}_down")
-        m.d.comb += [up.eq((v >= model.theta) & (s < model.s_max)),
-                     down.eq((v < 0) & (s > model.s_min))]
+        m.d.comb += [up.eq((v >= self.theta) & (s < self.s_max)),
+                     down.eq((v < 0) & (s > self.s_min))]
         new_v = Signal(signed(model.v_width), name=f"{name}_upd_v")
         new_s = Signal(signed(model.s_width), name=f"{name}_upd_s")
-        m.d.comb += [new_v.eq(Mux(up, v - model.theta, Mux(down, v + model.theta, v))),
+        m.d.comb += [new_v.eq(Mux(up, v - self.theta, Mux(down, v + self.theta, v))),
                      new_s.eq(s + up - down)]
         return up, down, new_v, new_s
 
@@ -86,8 +123,8 @@ class _BifRule(_StBifRule):
         # parallel with the update instead of after it: after an up-spike v-theta >= theta needs
         # v >= 2*theta and s+1 < s_max; after a down-spike v+theta < 0 needs v < -theta and
         # s-1 > s_min; a neuron that did not fire stays quiet.
-        busy = ((up & (old.v >= 2 * model.theta) & (old.s < model.s_max - 1)) |
-                (down & (old.v < -model.theta) & (old.s > model.s_min + 1)))
+        busy = ((up & (old.v >= 2 * self.theta) & (old.s < self.s_max - 1)) |
+                (down & (old.v < -self.theta) & (old.s > self.s_min + 1)))
         init = self.initial()
         state = {"v": Mux(window_end, init["v"], v), "s": Mux(window_end, init["s"], s)}
         return UpdateResult(state, up | down, down, Const(0), window_end & busy)
@@ -123,11 +160,12 @@ class _PhaseRule(_Rule):
         return UpdateResult(state, regs["up"] | regs["down"], regs["down"], ovf & ~done, Const(0))
 
 
-def lane_rule(model: NeuronModel) -> _Rule:
-    """The hardware rule for ``model`` (dispatch on its type; subclasses first)."""
+def lane_rule(model: NeuronModel, params=None) -> _Rule:
+    """The hardware rule for ``model`` (dispatch on its type; subclasses first); ``params``: a view of
+    :meth:`_Rule.param_layout` holding run-time parameters, or ``None`` for the model's constants."""
     for cls, rule in ((Bif, _BifRule), (StBif, _StBifRule), (IntegrateFire, _IntegrateFireRule),
                       (PhaseNeuron, _PhaseRule)):
         if isinstance(model, cls):
-            return rule(model)
+            return rule(model, params)
     raise TypeError(f"no hardware rule for neuron model {type(model).__name__}; supported: "
                     "StBif, Bif, IntegrateFire, PhaseNeuron")

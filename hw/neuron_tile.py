@@ -1,92 +1,180 @@
 """Neuron tile: synapse (weight) memory + :class:`~.neuron_core.NeuronCore`, speaking the accelerator's
-events (:mod:`spikeforge.hw.events`).
+events (:mod:`spikeforge.hw.events`), programmable over a configuration stream.
 
 The bit-exact model and the event contract are in :mod:`spikeforge.sw.neuron_tile`: an input
-``EVENT axon=(token, k) value`` reads the ``ceil(cols / lanes)`` weight words of row ``k`` and sends one
+``EVENT axon=(token, k) value`` reads the ``groups`` weight words of row ``k`` and sends one
 ``ACCUMULATE`` beat per word into the core (``current = sat(value * weight)`` per lane, the token's lane
-groups); ``STEP`` and ``CLEAR`` go to the core after the accumulations before them; the core's spike beats
+groups); ``STEP`` and ``CLEAR`` go to the core after the accumulations before them (``CLEAR`` is followed
+by the bias accumulations when the program has a bias; a readout tile answers ``STEP`` with ``STEP`` and
+keeps its potentials); ``READ axon=group`` sends the group's state on ``readback``; the core's spike beats
 are serialised into one ``EVENT axon=neuron value=±1`` per spike (lowest lane first) and a ``STEP`` after
-each sweep. Malformed axons are dropped and counted in ``rejected``; saturated products in
-``product_overflows``; the core's ``overflows`` are passed on. Every stream may stall; nothing is
-dropped.
+each sweep. Malformed axons (token or ``k`` beyond the program) and unknown ops are dropped and counted
+in ``rejected``; saturated products in ``product_overflows``; the core's ``overflows`` are passed on.
+Every stream may stall; nothing is dropped.
 
-The weight memory is initialised from the compiler's image (``weights``); loading it over the program
-stream is the accelerator top's job. Throughput: one accumulate beat every two cycles (read, then send).
+The program (:class:`~spikeforge.sw.neuron_tile.TileProgram`: geometry, neuron parameters, weights,
+bias) is loaded by configuration writes ``{mem, addr, data}`` (:mod:`spikeforge.sw.program`) on ``writes``,
+one per cycle, while the tile is idle; the registers and memories start from ``program`` if one is given
+(a standalone tile needs no writes). Throughput: one accumulate beat every two cycles (read, then send).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.fixed import signed_range
-from ..sw.neuron_tile import NeuronTileFormat
+from ..sw.neuron_tile import NeuronTileFormat, TileProgram
 from ..sw.neurons import NeuronModel
-from .arith import const_mul, popcount, saturating_increment
+from ..sw.program import MEMORY_BITS, TILE_REGISTERS, ConfigFormat, TileMemory
+from .arith import index_width, popcount, saturating_increment
 from .events import EventOp, event_signature
 from .neuron_core import CoreOp, NeuronCore
+from .neuron_rules import lane_rule
 
-__all__ = ["NeuronTile"]
+__all__ = ["NeuronTile", "config_layout", "tile_config_format"]
+
+
+def config_layout(fmt: ConfigFormat) -> data.StructLayout:
+    """``{mem, addr, data}`` of one configuration write."""
+    return data.StructLayout({"mem": MEMORY_BITS, "addr": fmt.addr_bits, "data": fmt.data_bits})
+
+
+def tile_config_format(fmt: NeuronTileFormat, model: NeuronModel) -> ConfigFormat:
+    """The narrowest configuration write that loads every memory and register of a tile ``fmt``."""
+    depth = max(fmt.words, fmt.max_groups, len(TILE_REGISTERS))
+    return ConfigFormat(index_width(depth), max(fmt.synapse_word_bits, fmt.bias_word_bits, model.v_width,
+                                                index_width(fmt.neurons + 1) + 1))
 
 
 class NeuronTile(wiring.Component):
-    """One neuron tile for ``fmt`` (:class:`~spikeforge.sw.neuron_tile.NeuronTileFormat`) running ``model``
-    with the synapse image of ``weights [cols, fan_in]``.
+    """One neuron tile of hardware ``fmt`` (:class:`~spikeforge.sw.neuron_tile.NeuronTileFormat`) with
+    neurons of ``model``'s kind and widths (ST-BIF or BIF: ``theta`` and the tracer bounds come from the
+    program). ``weights [cols, fan_in]`` is shorthand for ``program=TileProgram.for_format(fmt, model,
+    weights)``; without either the tile starts empty (every event rejected until programmed).
 
     Members
     -------
     inputs : ``In(event_signature(fmt.event_format()))``
     outputs : ``Out(event_signature(fmt.event_format()))`` — spikes (axon = core neuron) and ``STEP``
+    readback : ``Out(stream.Signature(core.readback_layout))`` — answers to ``READ``
+    writes : ``In(stream.Signature(config_layout(config_format)))`` — program (configuration) writes
     rejected, product_overflows, overflows : ``Out(counter_width)``
+    idle : ``Out(1)`` — no event held anywhere in the tile and none offered to it
     """
 
-    def __init__(self, fmt: NeuronTileFormat, model: NeuronModel, weights, *, counter_width: int = 32):
+    def __init__(self, fmt: NeuronTileFormat, model: NeuronModel, weights=None, *, program: TileProgram | None = None,
+                 counter_width: int = 32, config_format: ConfigFormat | None = None):
         try:
             if not isinstance(fmt, NeuronTileFormat):
                 raise TypeError(f"fmt must be a NeuronTileFormat, not {type(fmt).__name__}")
             if model.current_width != fmt.current_width:
                 raise ValueError(f"the neuron model's current_width={model.current_width} differs from the tile's "
                                  f"current_width={fmt.current_width}: build both with the same width")
-            self.image = fmt.weight_image(weights)
-            self.core = NeuronCore(model, neurons=fmt.neurons, lanes=fmt.lanes, counter_width=counter_width)
+            if not lane_rule(model).runtime:
+                raise TypeError(f"a neuron tile runs ST-BIF or BIF neurons (their parameters are programmed); "
+                                f"{model.kind} has no run-time parameters")
+            if weights is not None and program is not None:
+                raise TypeError("give weights or program, not both")
+            if weights is not None:
+                program = TileProgram.for_format(fmt, model, weights)
+            if program is not None:
+                program.check(fmt, model)
+            self.core = NeuronCore(model, neurons=fmt.neurons, lanes=fmt.lanes, counter_width=counter_width,
+                                   runtime_params=True)
+            self.config_format = config_format or tile_config_format(fmt, model)
+            need = tile_config_format(fmt, model)
+            if self.config_format.addr_bits < need.addr_bits or self.config_format.data_bits < need.data_bits:
+                raise ValueError(f"config_format={self.config_format} is narrower than the tile needs ({need})")
         except (TypeError, ValueError):
             self._MustUse__silence = True
             raise
         self.core._MustUse__silence = True           # elaborated with the tile
-        self.fmt, self.model, self.weights = fmt, model, np.asarray(weights, dtype=np.int64)
+        self.fmt, self.model, self.program = fmt, model, program
         self.counter_width = counter_width
         self.event_format = fmt.event_format()
         sig = event_signature(self.event_format)
         super().__init__({"inputs": In(sig), "outputs": Out(sig),
+                          "readback": Out(stream.Signature(self.core.readback_layout)),
+                          "writes": In(stream.Signature(config_layout(self.config_format))),
                           "rejected": Out(counter_width), "product_overflows": Out(counter_width),
-                          "overflows": Out(counter_width)})
+                          "overflows": Out(counter_width), "idle": Out(1)})
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.program.weights if self.program is not None else np.zeros((0, 0), np.int64)
 
     @property
     def verilog_name(self) -> str:
         return f"neuron_tile_{self.model.kind}"
 
     def config(self) -> dict:
-        return {"fmt": vars(self.fmt), "model": self.model.to_dict(), "weights": self.weights.tolist(),
-                "counter_width": self.counter_width}
+        p = self.program
+        prog = None if p is None else {
+            "tokens": p.tokens, "cols": p.cols, "fan_in": p.fan_in, "weights": p.weights.tolist(),
+            "bias": None if p.bias is None else p.bias.tolist(), "theta": p.theta, "s_min": p.s_min,
+            "s_max": p.s_max, "readout": p.readout}
+        return {"fmt": vars(self.fmt), "model": self.model.to_dict(), "program": prog,
+                "counter_width": self.counter_width, "config_format": vars(self.config_format)}
 
     @classmethod
     def from_config(cls, config: dict) -> "NeuronTile":
         from ..sw.neurons import model_from_dict
-        return cls(NeuronTileFormat(**config["fmt"]), model_from_dict(config["model"]), config["weights"],
-                   counter_width=config["counter_width"])
+        prog = config.get("program")
+        return cls(NeuronTileFormat(**config["fmt"]), model_from_dict(config["model"]),
+                   program=None if prog is None else TileProgram(**prog), counter_width=config["counter_width"],
+                   config_format=ConfigFormat(**config["config_format"]))
 
     def elaborate(self, platform):
         m = Module()
-        fmt, P, G = self.fmt, self.fmt.lanes, self.fmt.groups_per_token
+        fmt, P = self.fmt, self.fmt.lanes
+        prog, model = self.program, self.model
         m.submodules.core = core = self.core
-        m.d.comb += [self.overflows.eq(core.overflows), core.readback.ready.eq(1)]
+        own_rejected = Signal(self.counter_width)
+        m.d.comb += [self.overflows.eq(core.overflows),
+                     self.rejected.eq(saturating_increment(own_rejected, core.rejected))]
+        wiring.connect(m, wiring.flipped(self.readback), core.readback)
 
+        # ---- registers (reset values from the initial program) --------------------------------------------
+        regs0 = prog.registers(P) if prog is not None else {name: 0 for name in TILE_REGISTERS}
+        if prog is None:
+            regs0.update(theta=1)
+        tokens = Signal(range(fmt.tokens + 1), init=regs0["tokens"])
+        groups = Signal(range(fmt.max_groups + 1), init=regs0["groups"])
+        fan_in = Signal(range(fmt.fan_in + 1), init=regs0["fan_in"])
+        params = core.params
+        theta = Signal.like(params.theta, init=regs0["theta"])
+        s_min = Signal.like(params.s_min, init=regs0["s_min"])
+        s_max = Signal.like(params.s_max, init=regs0["s_max"])
+        readout = Signal(init=regs0["readout"])
+        has_bias = Signal(init=regs0["bias"])
+        m.d.comb += [params.theta.eq(theta), params.s_min.eq(s_min), params.s_max.eq(s_max)]
+        registers = dict(zip(TILE_REGISTERS, (tokens, groups, fan_in, theta, s_min, s_max, readout, has_bias)))
+
+        # ---- memories: synapses [words] x P weights, bias [groups] x P currents ----------------------------
         wlayout = data.ArrayLayout(signed(fmt.weight_bits), P)
-        init = [[int(w) for w in row] for row in self.image]
-        m.submodules.synapses = mem = memory.Memory(shape=wlayout, depth=max(len(init), 2), init=init)
-        rd = mem.read_port()
+        blayout = data.ArrayLayout(signed(fmt.current_width), P)
+        syn_init = [[int(w) for w in row] for row in prog.synapse_image(P)] if prog is not None else []
+        bias_init = [[int(b) for b in row] for row in prog.bias_image(P)] if prog is not None else []
+        m.submodules.synapses = syn = memory.Memory(shape=wlayout, depth=max(fmt.words, 2), init=syn_init)
+        m.submodules.bias = bmem = memory.Memory(shape=blayout, depth=max(fmt.max_groups, 2), init=bias_init)
+        rd, brd = syn.read_port(), bmem.read_port()
+        swr, bwr = syn.write_port(), bmem.write_port()
+
+        cfg = self.writes.payload
+        m.d.comb += self.writes.ready.eq(1)
+        with m.If(self.writes.valid):
+            with m.Switch(cfg.mem):
+                with m.Case(TileMemory.REGISTER):
+                    for i, (name, reg) in enumerate(registers.items()):
+                        with m.If(cfg.addr == i):
+                            m.d.sync += reg.eq(cfg.data[:len(reg)])
+                with m.Case(TileMemory.SYNAPSE):
+                    m.d.comb += [swr.en.eq(1), swr.addr.eq(cfg.addr), swr.data.eq(cfg.data[:fmt.synapse_word_bits])]
+                with m.Case(TileMemory.BIAS):
+                    m.d.comb += [bwr.en.eq(1), bwr.addr.eq(cfg.addr), bwr.data.eq(cfg.data[:fmt.bias_word_bits])]
 
         # ---- input side: decode, read the weight row word by word, issue ACCUMULATE beats ----------------
         ev = self.inputs.payload
@@ -94,58 +182,89 @@ class NeuronTile(wiring.Component):
         token = Signal(range(max(fmt.tokens, 2)))
         k = Signal(range(max(fmt.fan_in, 2)))
         value = Signal(signed(fmt.value_bits))
-        j = Signal(range(max(G, 2)))
+        j = Signal(range(max(fmt.max_groups, 2)))
         in_token = ev.axon >> fmt.k_bits
         in_k = ev.axon & ((1 << fmt.k_bits) - 1)
         lo, hi = signed_range(fmt.current_width)
         over = Signal(P)                           # lanes whose product saturates
+        currents = []
         for lane in range(P):
             prod = Signal(signed(fmt.weight_bits + fmt.value_bits), name=f"prod{lane}")
-            m.d.comb += [prod.eq(rd.data[lane] * value), over[lane].eq((prod > hi) | (prod < lo)),
-                         ce.current[lane].eq(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))]
-        m.d.comb += rd.addr.eq(const_mul(k, G) + j)
+            m.d.comb += [prod.eq(rd.data[lane] * value), over[lane].eq((prod > hi) | (prod < lo))]
+            currents.append(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))
+        m.d.comb += [rd.addr.eq(k * groups + j), brd.addr.eq(j)]
+        last_group = j == groups - 1
 
-        with m.FSM(name="issue"):
-            with m.State("IDLE"):
-                with m.If(self.inputs.valid):
-                    with m.Switch(ev.op):
-                        with m.Case(EventOp.EVENT):
-                            m.d.comb += self.inputs.ready.eq(1)
-                            with m.If((in_token < fmt.tokens) & (in_k < fmt.fan_in)):
-                                m.d.sync += [token.eq(in_token), k.eq(in_k), value.eq(ev.value), j.eq(0)]
-                                m.next = "READ"
-                            with m.Else():
-                                m.d.sync += self.rejected.eq(saturating_increment(self.rejected, 1))
-                        with m.Case(EventOp.STEP):
-                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.STEP),
-                                         self.inputs.ready.eq(core.events.ready)]
-                        with m.Case(EventOp.CLEAR):
-                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.CLEAR),
-                                         self.inputs.ready.eq(core.events.ready)]
-                        with m.Default():
-                            m.d.comb += self.inputs.ready.eq(1)
-                            m.d.sync += self.rejected.eq(saturating_increment(self.rejected, 1))
-            with m.State("READ"):                  # the word's address is on the read port; data next cycle
-                m.next = "SEND"
-            with m.State("SEND"):
-                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE),
-                             ce.group.eq(const_mul(token, G) + j)]
-                with m.If(core.events.ready):
-                    with m.If(over.any()):
-                        m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows,
-                                                                                   popcount(over)))
-                    with m.If(j == G - 1):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += j.eq(j + 1)
-                        m.next = "READ"
-
-        # ---- output side: one event per spike, then STEP ---------------------------------------------------
         out = self.outputs.payload
         beat = Signal.like(core.spikes.payload)
         fire, neg = Signal(P), Signal(P)
         end = Signal()
         busy = Signal()
+        with m.FSM(name="issue") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.inputs.valid):
+                    with m.Switch(ev.op):
+                        with m.Case(EventOp.EVENT):
+                            m.d.comb += self.inputs.ready.eq(1)
+                            with m.If((in_token < tokens) & (in_k < fan_in)):
+                                m.d.sync += [token.eq(in_token), k.eq(in_k), value.eq(ev.value), j.eq(0)]
+                                m.next = "READ"
+                            with m.Else():
+                                m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
+                        with m.Case(EventOp.STEP):
+                            with m.If(readout):
+                                m.d.comb += self.inputs.ready.eq(1)
+                                m.next = "READOUT_STEP"
+                            with m.Else():
+                                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.STEP),
+                                             self.inputs.ready.eq(core.events.ready)]
+                        with m.Case(EventOp.CLEAR):
+                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.CLEAR),
+                                         self.inputs.ready.eq(core.events.ready)]
+                            with m.If(core.events.ready & has_bias & (tokens != 0)):
+                                m.d.sync += [token.eq(0), j.eq(0)]
+                                m.next = "BIAS_READ"
+                        with m.Case(EventOp.READ):
+                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
+                                         self.inputs.ready.eq(core.events.ready)]
+            with m.State("READ"):                  # the word's address is on the read port; data next cycle
+                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(token * groups + j)]
+                m.d.comb += [ce.current[lane].eq(currents[lane]) for lane in range(P)]
+                with m.If(core.events.ready):
+                    with m.If(over.any()):
+                        m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows,
+                                                                                   popcount(over)))
+                    with m.If(last_group):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
+                        m.next = "READ"
+            with m.State("BIAS_READ"):
+                m.next = "BIAS_SEND"
+            with m.State("BIAS_SEND"):             # one ACCUMULATE of the bias word per (token, group)
+                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(token * groups + j)]
+                for lane in range(P):
+                    m.d.comb += ce.current[lane].eq(brd.data[lane])
+                with m.If(core.events.ready):
+                    with m.If(last_group):
+                        m.d.sync += [j.eq(0), token.eq(token + 1)]
+                        m.next = "BIAS_NEXT"
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
+                        m.next = "BIAS_READ"
+            with m.State("BIAS_NEXT"):
+                with m.If(token == tokens):
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "BIAS_READ"
+            with m.State("READOUT_STEP"):          # a readout tile answers STEP at once (no sweep)
+                with m.If(~busy & ~core.spikes.valid):
+                    m.d.sync += [fire.eq(0), end.eq(1), busy.eq(1)]
+                    m.next = "IDLE"
+
+        # ---- output side: one event per spike, then STEP ---------------------------------------------------
         m.d.comb += core.spikes.ready.eq(~busy)
         with m.If(core.spikes.valid & ~busy):
             m.d.sync += [beat.eq(core.spikes.payload), fire.eq(core.spikes.payload.fire),
@@ -168,5 +287,5 @@ class NeuronTile(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += busy.eq(0)
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & core.idle & ~busy & ~core.spikes.valid & ~self.inputs.valid)
         return m
-

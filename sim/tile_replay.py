@@ -41,8 +41,13 @@ def tile_golden(tile: NeuronTile, inputs, steps: int) -> SpikeTrace:
     """Expected trace of ``tile`` for input events ``inputs [E, 3]`` (step, axon, value), from the
     bit-exact models (:func:`~spikeforge.sw.neuron_tile.tile_core_inputs` then the core's golden)."""
     inputs = np.asarray(inputs, dtype=np.int64).reshape(-1, 3)
-    core_inputs, counts = tile_core_inputs(tile.fmt, tile.weights, _events(inputs, steps, tile.fmt))
-    core = core_golden(tile.model, neurons=tile.fmt.neurons, lanes=tile.fmt.lanes, inputs=core_inputs, steps=steps)
+    if tile.program is None:
+        raise ValueError("the tile has no program: give it weights or a TileProgram")
+    if tile.program.readout:
+        raise ValueError("a readout tile emits no spikes; its potentials are checked by the accelerator tests")
+    core_inputs, counts = tile_core_inputs(tile.fmt, tile.program, _events(inputs, steps, tile.fmt))
+    core = core_golden(tile.program.model(tile.model), neurons=tile.fmt.neurons, lanes=tile.fmt.lanes,
+                       inputs=core_inputs, steps=steps)
     counters = {"rejected": counts["rejected"], "product_overflows": counts["product_overflows"],
                 "overflows": core.counters["overflows"]}
     meta = {"block": "neuron_tile", "config": tile.config(), "steps": steps}
@@ -53,14 +58,14 @@ def random_tile_inputs(tile: NeuronTile, *, steps: int, events: int, seed: int =
     """Random input events: spikes (or graded values within ``value_bits``) on random axons in the first
     two thirds of the steps, plus ``malformed`` events on axons beyond the tile."""
     rng = np.random.default_rng(seed)
-    fmt = tile.fmt
+    fmt, prog = tile.fmt, tile.program
     lo, hi = -(1 << (fmt.value_bits - 1)), (1 << (fmt.value_bits - 1)) - 1
     step = rng.integers(0, max(1, steps * 2 // 3), size=events)
-    axon = fmt.axon(rng.integers(0, fmt.tokens, size=events), rng.integers(0, fmt.fan_in, size=events))
+    axon = fmt.axon(rng.integers(0, prog.tokens, size=events), rng.integers(0, prog.fan_in, size=events))
     value = rng.choice([v for v in range(lo, hi + 1) if v != 0], size=events)
     rows = [np.stack([step, axon, value], 1)]
     top = (1 << fmt.event_format().axon_bits) - 1
-    bad = [a for a in range(top + 1) if (a >> fmt.k_bits) >= fmt.tokens or (a & ((1 << fmt.k_bits) - 1)) >= fmt.fan_in]
+    bad = [a for a in range(top + 1) if (a >> fmt.k_bits) >= prog.tokens or (a & ((1 << fmt.k_bits) - 1)) >= prog.fan_in]
     if malformed:
         if not bad:
             raise ValueError("every axon of this tile is valid: no malformed events can be sent")
@@ -79,12 +84,19 @@ class TileReplay:
 
 
 async def replay_tile(bench: Bench, tile: NeuronTile, golden: SpikeTrace, *, idle: float = 0.0,
-                      backpressure: float = 0.0, seed: int = 0) -> TileReplay:
-    """Replay ``golden``'s inputs into ``tile`` on ``bench`` and return the observed trace."""
+                      backpressure: float = 0.0, seed: int = 0, writes=()) -> TileReplay:
+    """Replay ``golden``'s inputs into ``tile`` on ``bench`` and return the observed trace; ``writes``
+    (``(mem, addr, data)`` configuration writes, e.g. ``TileProgram.writes``) are sent first."""
     rng = random.Random(seed)
+    if writes:
+        wsrc = StreamSource(bench, "writes", tile.writes.payload.shape(), rng=random.Random(rng.random()))
+        for mem, addr, data in writes:
+            wsrc.put({"mem": int(mem), "addr": int(addr), "data": int(data)})
+        await run_until(bench, [wsrc], lambda: wsrc.done, max_cycles=len(writes) * 2 + 10, what="program load")
+        await clock(bench, [])
     layout = tile.inputs.payload.shape()
     src = StreamSource(bench, "inputs", layout, idle=idle, rng=random.Random(rng.random()))
-    src.put({"op": EventOp.CLEAR.value})
+    src.put({"op": EventOp.CLEAR.value})       # then the program's bias, if any
     stream = _events(golden.inputs, golden.steps, tile.fmt)
     for e in stream:
         src.put({"op": int(e["op"]), "tile": int(e["tile"]), "axon": int(e["axon"]), "value": int(e["value"])})

@@ -2,8 +2,8 @@
 
 An event travels from a tile to a destination ``(tile, axon)`` and carries a signed ``value``: ``+1`` /
 ``-1`` for a spike, a small signed integer for a graded event (an analog input count, a function unit's
-difference). Two markers share the stream: ``STEP`` (a timestep ends) and ``CLEAR`` (restore the
-initial state). :class:`EventOp` is the one definition of these op codes; :mod:`spikeforge.hw.events`
+difference). Markers share the stream: ``STEP`` (a timestep ends), ``CLEAR`` (restore the initial
+state) and ``READ`` (send a lane group's state back to the host). :class:`EventOp` is the one definition of these op codes; :mod:`spikeforge.hw.events`
 builds its ``data.Struct`` layout and stream ``Signature`` from the same :class:`EventFormat`, and
 traces store events as the :attr:`EventFormat.dtype` structured arrays.
 
@@ -30,6 +30,7 @@ class EventOp(enum.IntEnum):
     EVENT = 0      #: a spike or graded value for ``(tile, axon)``
     STEP = 1       #: end of the current timestep
     CLEAR = 2      #: restore the initial state, restart the step count
+    READ = 3       #: a tile sends the state of lane group ``axon`` on its readback stream
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,13 @@ tokens x ``cols`` output neurons, fan-in ``fan_in``, one weight matrix ``weights
 every token. Neuron ``(r, m)`` is core neuron ``r * cols_padded + m`` (``cols_padded``: ``cols`` rounded up
 to a multiple of ``lanes``, so a token's neurons fill whole lane groups).
 
+Two descriptions meet here: :class:`NeuronTileFormat` is the *hardware* (the largest geometry a tile
+takes, its memories and widths, fixed when the RTL is generated); :class:`TileProgram` is what one
+slice loads into it at run time (geometry, weights, bias, neuron parameters, readout mode) through
+configuration writes (:mod:`spikeforge.sw.program`). A program with a bias adds it once, after
+``CLEAR``, as one accumulation per neuron (before any input event). A readout tile (the network's
+output layer) ignores ``STEP``: its neurons only accumulate, and the host reads their potentials.
+
 Input events (:class:`~spikeforge.sw.events.EventOp`):
 
 * ``EVENT axon value`` with ``axon = (token << k_bits) | k``: for every output neuron ``m`` of the token,
@@ -13,7 +20,8 @@ Input events (:class:`~spikeforge.sw.events.EventOp`):
   is malformed: rejected and counted. A saturated product is counted in ``product_overflows``.
 * ``STEP``: the core sweeps every neuron through its rule; the tile emits ``EVENT axon=neuron value=±1``
   for every spike (group order, then lane order), then ``STEP``.
-* ``CLEAR``: initial state, step count 0.
+* ``CLEAR``: initial state, step count 0, then the bias accumulations.
+* ``READ axon=group``: the group's state is sent on the tile's ``readback`` stream.
 
 :func:`tile_core_inputs` turns input events into the core events the tile issues; the core's own golden
 (:func:`spikeforge.sim.core_replay.core_golden`) does the rest.
@@ -27,13 +35,16 @@ import numpy as np
 
 from .events import EventFormat, EventOp
 from .fixed import check_int, signed_range
+from .program import TILE_REGISTERS, TileMemory, pack_fields
 
-__all__ = ["NeuronTileFormat", "tile_core_inputs"]
+__all__ = ["NeuronTileFormat", "TileProgram", "tile_core_inputs"]
 
 
 @dataclass(frozen=True)
 class NeuronTileFormat:
-    """Geometry and widths of one neuron tile (validated)."""
+    """The hardware of one neuron tile (validated): the largest ``tokens``, ``cols`` and ``fan_in`` a
+    program may use, lanes and widths; ``core_neurons`` (the core's N) and ``synapse_words`` (weight
+    memory depth) default to what exactly ``tokens x cols`` with ``fan_in`` needs."""
     tokens: int
     cols: int
     fan_in: int
@@ -41,6 +52,8 @@ class NeuronTileFormat:
     weight_bits: int = 8
     value_bits: int = 2
     current_width: int = 12
+    core_neurons: int | None = None
+    synapse_words: int | None = None
 
     def __post_init__(self):
         for name, lo in (("tokens", 1), ("cols", 1), ("fan_in", 1), ("lanes", 1)):
@@ -48,6 +61,12 @@ class NeuronTileFormat:
         check_int("weight_bits", self.weight_bits, minimum=2, maximum=16)
         check_int("value_bits", self.value_bits, minimum=2, maximum=16)
         check_int("current_width", self.current_width, minimum=2, maximum=32)
+        if self.core_neurons is not None:
+            check_int("core_neurons", self.core_neurons, minimum=self.lanes, maximum=1 << 20)
+            if self.core_neurons % self.lanes:
+                raise ValueError(f"core_neurons={self.core_neurons} is not a multiple of lanes={self.lanes}")
+        if self.synapse_words is not None:
+            check_int("synapse_words", self.synapse_words, minimum=1, maximum=1 << 24)
 
     @property
     def groups_per_token(self) -> int:
@@ -59,8 +78,13 @@ class NeuronTileFormat:
 
     @property
     def neurons(self) -> int:
-        """Core neurons (padded)."""
-        return self.tokens * self.cols_padded
+        """Core neurons N (default: ``tokens x cols`` padded to whole lane groups)."""
+        return self.core_neurons if self.core_neurons is not None else self.tokens * self.cols_padded
+
+    @property
+    def max_groups(self) -> int:
+        """Lane groups per token a program may use."""
+        return min(self.groups_per_token, self.neurons // self.lanes)
 
     @property
     def k_bits(self) -> int:
@@ -73,7 +97,15 @@ class NeuronTileFormat:
     @property
     def words(self) -> int:
         """Synapse memory words (``lanes`` weights each)."""
-        return self.fan_in * self.groups_per_token
+        return self.synapse_words if self.synapse_words is not None else self.fan_in * self.groups_per_token
+
+    @property
+    def synapse_word_bits(self) -> int:
+        return self.lanes * self.weight_bits
+
+    @property
+    def bias_word_bits(self) -> int:
+        return self.lanes * self.current_width
 
     def event_format(self, tile_bits: int = 1) -> EventFormat:
         """Input events address ``(token, k)``; output events the core neuron: the wider of the two."""
@@ -101,12 +133,130 @@ class NeuronTileFormat:
             self.words, self.lanes)
 
 
-def tile_core_inputs(fmt: NeuronTileFormat, weights: np.ndarray, events: np.ndarray):
+@dataclass(frozen=True, eq=False)
+class TileProgram:
+    """What one slice loads into a neuron tile: ``tokens x cols`` neurons of fan-in ``fan_in``, the shared
+    ``weights [cols, fan_in]``, an optional ``bias [cols]`` (the same for every token), the ST-BIF
+    parameters ``theta``, ``s_min``, ``s_max`` and ``readout`` (accumulate only; the host reads the
+    potentials; use ``theta=1`` so the initial potential ``theta // 2`` is 0)."""
+    tokens: int
+    cols: int
+    fan_in: int
+    weights: np.ndarray
+    bias: np.ndarray | None = None
+    theta: int = 1
+    s_min: int = 0
+    s_max: int = 0
+    readout: bool = False
+
+    def __post_init__(self):
+        for name in ("tokens", "cols", "fan_in"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("theta", self.theta, minimum=1)
+        w = np.asarray(self.weights, dtype=np.int64)
+        if w.shape != (self.cols, self.fan_in):
+            raise ValueError(f"weights have shape {w.shape}, the program needs [cols, fan_in] = "
+                             f"[{self.cols}, {self.fan_in}]")
+        object.__setattr__(self, "weights", w)
+        if self.bias is not None:
+            b = np.asarray(self.bias, dtype=np.int64).reshape(-1)
+            if b.shape != (self.cols,):
+                raise ValueError(f"bias has {b.size} values, the program has cols={self.cols}")
+            object.__setattr__(self, "bias", b)
+
+    @classmethod
+    def for_format(cls, fmt: NeuronTileFormat, model, weights) -> "TileProgram":
+        """The program that fills ``fmt`` exactly, with ``model``'s parameters (a standalone tile)."""
+        return cls(fmt.tokens, fmt.cols, fmt.fan_in, weights, None, model.theta, model.s_min, model.s_max)
+
+    def groups(self, lanes: int) -> int:
+        return -(-self.cols // lanes)
+
+    def neuron(self, token, col, lanes: int):
+        """Core neuron of ``(token, col)``."""
+        return np.asarray(token, dtype=np.int64) * (self.groups(lanes) * lanes) + np.asarray(col, dtype=np.int64)
+
+    def check(self, fmt: NeuronTileFormat, model) -> None:
+        """Raise ``ValueError`` naming what of this program does not fit the tile ``fmt`` running
+        ``model`` (geometry, memories, weight / bias / parameter ranges)."""
+        P, G = fmt.lanes, self.groups(fmt.lanes)
+        need = [("tokens", self.tokens, fmt.tokens), ("fan_in", self.fan_in, fmt.fan_in),
+                ("neurons (tokens x cols padded to lanes)", self.tokens * G * P, fmt.neurons),
+                ("synapse words (fan_in x groups)", self.fan_in * G, fmt.words),
+                ("lane groups per token", G, fmt.max_groups)]
+        for what, n, limit in need:
+            if n > limit:
+                raise ValueError(f"the program needs {what} = {n}, the tile has {limit}")
+        lo, hi = signed_range(fmt.weight_bits)
+        if self.weights.size and (self.weights.min() < lo or self.weights.max() > hi):
+            raise ValueError(f"weights span [{self.weights.min()}, {self.weights.max()}], over the "
+                             f"{fmt.weight_bits}-bit range [{lo}, {hi}]")
+        if self.bias is not None:
+            lo, hi = signed_range(fmt.current_width)
+            if self.bias.min() < lo or self.bias.max() > hi:
+                raise ValueError(f"bias spans [{self.bias.min()}, {self.bias.max()}], over the tile's "
+                                 f"{fmt.current_width}-bit current range [{lo}, {hi}]")
+        if self.theta >= 1 << (model.v_width - 1):
+            raise ValueError(f"theta={self.theta} does not fit the tile's {model.v_width}-bit potential")
+        slo, shi = signed_range(model.s_width)
+        if not slo <= self.s_min <= self.s_max <= shi:
+            raise ValueError(f"s_min={self.s_min}, s_max={self.s_max}: need s_min <= s_max within the tile's "
+                             f"{model.s_width}-bit tracer [{slo}, {shi}]")
+
+    def model(self, model):
+        """``model`` (the tile's kind and widths) with this program's parameters."""
+        from .neurons import model_from_dict
+        d = model.to_dict()
+        d.update(theta=self.theta, s_min=self.s_min, s_max=self.s_max)
+        return model_from_dict(d)
+
+    def registers(self, lanes: int) -> dict[str, int]:
+        return {"tokens": self.tokens, "groups": self.groups(lanes), "fan_in": self.fan_in, "theta": self.theta,
+                "s_min": self.s_min, "s_max": self.s_max, "readout": int(self.readout),
+                "bias": int(self.bias is not None)}
+
+    def synapse_image(self, lanes: int) -> np.ndarray:
+        """Synapse words ``[fan_in x groups, lanes]``: word ``k * groups + j`` holds
+        ``weights[j * lanes + lane, k]`` (zero padding)."""
+        G = self.groups(lanes)
+        padded = np.zeros((G * lanes, self.fan_in), np.int64)
+        padded[:self.cols] = self.weights
+        return padded.reshape(G, lanes, self.fan_in).transpose(2, 0, 1).reshape(self.fan_in * G, lanes)
+
+    def bias_image(self, lanes: int) -> np.ndarray:
+        """Bias words ``[groups, lanes]`` (zero padding)."""
+        G = self.groups(lanes)
+        b = np.zeros(G * lanes, np.int64)
+        if self.bias is not None:
+            b[:self.cols] = self.bias
+        return b.reshape(G, lanes)
+
+    def writes(self, fmt: NeuronTileFormat, model) -> list[tuple[int, int, int]]:
+        """The configuration writes ``(memory, address, data)`` that load this program into ``fmt``."""
+        self.check(fmt, model)
+        P = fmt.lanes
+        regs = self.registers(P)
+        widths = {"s_min": model.s_width, "s_max": model.s_width}
+        out = [(TileMemory.REGISTER, i, int(regs[name]) & ((1 << widths[name]) - 1) if name in widths
+                else int(regs[name])) for i, name in enumerate(TILE_REGISTERS)]
+        syn = pack_fields(list(self.synapse_image(P).T), [fmt.weight_bits] * P)
+        out += [(TileMemory.SYNAPSE, a, int(d)) for a, d in enumerate(syn)]
+        if self.bias is not None:
+            bias = pack_fields(list(self.bias_image(P).T), [fmt.current_width] * P)
+            out += [(TileMemory.BIAS, a, int(d)) for a, d in enumerate(bias)]
+        return out
+
+
+def tile_core_inputs(fmt: NeuronTileFormat, weights, events: np.ndarray):
     """Core input events ``[E, 3]`` (step, neuron, current) the tile issues for the input ``events`` (an
     :attr:`EventFormat.dtype` array in arrival order, steps counted by ``STEP`` markers), plus the counts
-    ``{"rejected", "product_overflows", "steps"}``."""
-    w = np.asarray(weights, dtype=np.int64)
-    fmt.weight_image(w)                                     # validates shape and range
+    ``{"rejected", "product_overflows", "steps"}``. ``weights`` is a :class:`TileProgram` (or, for a tile
+    filled exactly by one program without bias, its weight matrix); the bias comes first, at step 0."""
+    prog = weights if isinstance(weights, TileProgram) else TileProgram(fmt.tokens, fmt.cols, fmt.fan_in, weights)
+    w = prog.weights
+    lo, hi = signed_range(fmt.weight_bits)
+    if w.size and (w.min() < lo or w.max() > hi):
+        raise ValueError(f"weights span [{w.min()}, {w.max()}], over the {fmt.weight_bits}-bit range [{lo}, {hi}]")
     ev = np.atleast_1d(events)
     step = np.cumsum(ev["op"] == EventOp.STEP) - (ev["op"] == EventOp.STEP)
     if np.any(ev["op"] == EventOp.CLEAR):
@@ -115,15 +265,20 @@ def tile_core_inputs(fmt: NeuronTileFormat, weights: np.ndarray, events: np.ndar
     sstep = step[ev["op"] == EventOp.EVENT].astype(np.int64)
     axon = spikes["axon"].astype(np.int64)
     token, k = axon >> fmt.k_bits, axon & ((1 << fmt.k_bits) - 1)
-    ok = (token < fmt.tokens) & (k < fmt.fan_in)
+    ok = (token < prog.tokens) & (k < prog.fan_in)
     value = spikes["value"].astype(np.int64)[ok]
     token, k, sstep = token[ok], k[ok], sstep[ok]
     products = value[:, None] * w[:, k].T                   # [E, cols]
     lo, hi = signed_range(fmt.current_width)
     currents = np.clip(products, lo, hi)
     overflows = int((currents != products).sum())
-    neuron = token[:, None] * fmt.cols_padded + np.arange(fmt.cols)[None, :]
+    neuron = prog.neuron(token[:, None], np.arange(prog.cols)[None, :], fmt.lanes)
     inputs = np.stack([np.broadcast_to(sstep[:, None], neuron.shape), neuron, currents], -1).reshape(-1, 3)
+    if prog.bias is not None:
+        tok, col = np.meshgrid(np.arange(prog.tokens), np.arange(prog.cols), indexing="ij")
+        bias = np.stack([np.zeros(tok.size, np.int64), prog.neuron(tok, col, fmt.lanes).reshape(-1),
+                         np.broadcast_to(prog.bias, tok.shape).reshape(-1)], 1)
+        inputs = np.concatenate([bias[bias[:, 2] != 0], inputs])
     counts = {"rejected": int((~ok).sum()), "product_overflows": overflows,
               "steps": int((ev["op"] == EventOp.STEP).sum())}
     return inputs, counts

@@ -78,3 +78,51 @@ def test_bad_tiles_are_refused():
 @pytest.mark.verilator
 def test_tile_on_verilator():
     _check(_tile(), steps=20, events=200, simulator="verilator")
+
+
+def _programmed(bias=True, seed=4, readout=False):
+    """A tile whose hardware is larger than the program (tokens, cols, fan-in, memories)."""
+    from spikeforge.sw.neuron_tile import TileProgram
+    fmt = NeuronTileFormat(tokens=4, cols=8, fan_in=6, lanes=4, weight_bits=6, value_bits=4, current_width=9,
+                           core_neurons=24, synapse_words=20)
+    model = StBif(30, -8, 7, current_width=9, v_width=12)
+    rng = np.random.default_rng(seed)
+    prog = TileProgram(3, 7, 5, rng.integers(-31, 32, (7, 5)), rng.integers(-60, 61, 7) if bias else None,
+                       theta=23, s_min=-3, s_max=4, readout=readout)
+    return fmt, model, prog
+
+
+def test_bias_and_a_program_smaller_than_the_tile():
+    fmt, model, prog = _programmed()
+    tile = NeuronTile(fmt, model, program=prog)
+    g = _check(tile, steps=10, events=60, malformed=2)
+    inputs, _ = tile_core_inputs(fmt, prog, fmt.event_format().events([EventOp.STEP], 0, 0, 0))
+    assert len(inputs) == int((prog.bias != 0).sum()) * 3 and len(g.spikes) > 10     # bias: once per token
+
+
+def test_a_tile_programmed_over_its_writes_port_equals_one_built_with_the_program():
+    from spikeforge.sim.amaranth_sim import run_amaranth
+    from spikeforge.sim.tile_replay import replay_tile
+    from spikeforge.sim.trace import diff_traces
+    fmt, model, prog = _programmed()
+    reference = NeuronTile(fmt, model, program=prog)
+    reference._MustUse__silence = True      # only its program and golden are used
+    golden = tile_golden(reference, random_tile_inputs(reference, steps=8, events=50, seed=2), 8)
+    empty = NeuronTile(fmt, model)
+    r = run_amaranth(empty, lambda bench: replay_tile(bench, empty, golden, idle=0.2, backpressure=0.3, seed=5,
+                                                      writes=prog.writes(fmt, model)))
+    diff = diff_traces(golden, r.trace)
+    assert diff.equal, str(diff)
+
+
+def test_programs_that_do_not_fit_are_refused():
+    from spikeforge.sw.neuron_tile import TileProgram
+    fmt, model, prog = _programmed()
+    with pytest.raises(ValueError, match="tokens = 5, the tile has 4"):
+        TileProgram(5, 7, 5, prog.weights).check(fmt, model)
+    with pytest.raises(ValueError, match=r"neurons \(tokens x cols padded to lanes\) = 32, the tile has 24"):
+        TileProgram(4, 8, 6, np.zeros((8, 6))).check(fmt, model)
+    with pytest.raises(ValueError, match="bias spans"):
+        TileProgram(3, 7, 5, prog.weights, np.full(7, 1000)).check(fmt, model)
+    with pytest.raises(ValueError, match="theta=5000 does not fit"):
+        TileProgram(3, 7, 5, prog.weights, theta=5000).check(fmt, model)
