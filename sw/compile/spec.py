@@ -6,7 +6,9 @@ its kind: a **neuron tile** holds a synapse (weight) memory of ``synapse_words``
 weights, a **matmul tile** the two count-trace memories of a SESA product (``trace_words`` counts in
 all), a **unit tile** the accumulators of a softmax/LayerNorm unit (``unit_words`` values). Every tile
 routes its output events through a routing table of ``route_words`` entries (source neuron ->
-destination tile and axon) and accepts ``axons`` input lines.
+destination tile and axon, at most ``max_fanout`` per neuron) and accepts ``axons`` input lines.
+Neuron tiles run ST-BIF neurons with ``current_width``-bit currents, ``v_width``-bit potentials and a
+``tracer_bits``-bit tracer; each tile's input FIFO holds ``fifo_depth`` events.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class HardwareSpec:
     route_words: int = 8192
     weight_bits: int = 8
     value_bits: int = 8
+    current_width: int = 18
+    v_width: int = 20
+    tracer_bits: int = 5
+    max_fanout: int = 64
+    fifo_depth: int = 16
 
     def __post_init__(self):
         for name in ("neuron_tiles", "matmul_tiles", "unit_tiles"):
@@ -49,6 +56,11 @@ class HardwareSpec:
             check_int(name, getattr(self, name), minimum=1, maximum=1 << 24)
         check_int("weight_bits", self.weight_bits, minimum=2, maximum=16)
         check_int("value_bits", self.value_bits, minimum=2, maximum=32)
+        check_int("current_width", self.current_width, minimum=2, maximum=32)
+        check_int("v_width", self.v_width, minimum=self.current_width, maximum=48)
+        check_int("tracer_bits", self.tracer_bits, minimum=2, maximum=16)
+        check_int("max_fanout", self.max_fanout, minimum=1, maximum=self.route_words)
+        check_int("fifo_depth", self.fifo_depth, minimum=2, maximum=1 << 16)
         if self.neuron_tiles + self.matmul_tiles + self.unit_tiles == 0:
             raise ValueError("a spec needs at least one tile")
 

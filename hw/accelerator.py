@@ -1,0 +1,272 @@
+"""The generated accelerator: neuron tiles, their routing tables, the event bus, the step barrier and the
+host interface, for one :class:`~spikeforge.sw.compile.HardwareSpec`.
+
+The host talks to it through two ``lib.stream`` ports (layouts in :mod:`spikeforge.sw.accelerator`):
+
+* ``commands``: ``WRITE tile mem addr data`` (load the program: registers, synapses, bias, routing
+  tables), ``EVENT tile addr=axon data=value`` (an input event, e.g. an analog count at step 0),
+  ``CLEAR`` (every tile to its initial state plus bias), ``RUN data=N mem=1`` (N steps, or until a step
+  after the first has no spike when ``mem`` bit 0 is set), ``READ tile addr=group`` (a lane group's
+  potentials), ``COUNTERS tile`` (a tile's error counters; ``tile = tiles`` for the network's),
+  ``LOG data=1|0`` (send every spike to the host as it is emitted);
+* ``responses``: ``SPIKE tile addr=neuron step data=±1`` (logging), ``STATE tile addr=neuron data=v``,
+  ``COUNTER tile addr=index data``, ``DONE step=steps since CLEAR data=spikes of the run``.
+
+The step barrier: a step starts when the network is quiet (every tile, routing table and bus FIFO
+idle), with ``STEP`` given to every tile in the same cycle; the spikes its sweep emits are routed
+to and accumulated by their consumers before the next step starts (each spiking layer is one
+pipeline stage: ``run_snn(..., timing="layer")`` is the golden model). Commands are taken one at a
+time; ``RUN`` and ``CLEAR`` complete before the next command.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.lib import data
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw.accelerator import NETWORK_COUNTERS, TILE_COUNTERS, AcceleratorFormat, CmdOp, RespKind
+from ..sw.program import TileMemory
+from .arith import popcount, saturating_increment
+from .events import EventOp
+from .fanout import FanOut
+from .neuron_tile import NeuronTile
+from .router import EventBus
+from .stream import StreamFIFO, StreamMerge
+
+__all__ = ["Accelerator", "command_layout", "response_layout"]
+
+
+def command_layout(fmt: AcceleratorFormat) -> data.StructLayout:
+    """``{op, tile, mem, addr, data}`` of one host command (see the module docstring)."""
+    return data.StructLayout({"op": CmdOp.BITS, "tile": fmt.tile_bits, "mem": 3, "addr": fmt.addr_bits,
+                              "data": fmt.data_bits})
+
+
+def response_layout(fmt: AcceleratorFormat) -> data.StructLayout:
+    """``{kind, tile, addr, step, data}`` of one response (``data`` signed)."""
+    return data.StructLayout({"kind": RespKind.BITS, "tile": fmt.tile_bits, "addr": fmt.addr_bits,
+                              "step": fmt.step_bits, "data": signed(fmt.data_bits)})
+
+
+class Accelerator(wiring.Component):
+    """The accelerator of ``fmt`` (:class:`~spikeforge.sw.accelerator.AcceleratorFormat`).
+
+    Members
+    -------
+    commands : ``In(stream.Signature(fmt.command_layout))``
+    responses : ``Out(stream.Signature(fmt.response_layout))``
+    """
+
+    def __init__(self, fmt: AcceleratorFormat):
+        if not isinstance(fmt, AcceleratorFormat):
+            self._MustUse__silence = True
+            raise TypeError(f"fmt must be an AcceleratorFormat, not {type(fmt).__name__}")
+        self.fmt = fmt
+        super().__init__({"commands": In(stream.Signature(command_layout(fmt))),
+                          "responses": Out(stream.Signature(response_layout(fmt)))})
+
+    @property
+    def verilog_name(self) -> str:
+        return "spikeforge_accelerator"
+
+    def config(self) -> dict:
+        return {"fmt": self.fmt.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Accelerator":
+        return cls(AcceleratorFormat.from_dict(config["fmt"]))
+
+    def elaborate(self, platform):
+        m = Module()
+        fmt = self.fmt
+        T, P = fmt.tiles, fmt.tile.lanes
+        cw = fmt.counter_width
+        tiles, fans, logs = [], [], []
+        for t in range(T):
+            tile = NeuronTile(fmt.tile, fmt.model, counter_width=cw, config_format=fmt.config_format)
+            fan = FanOut(fmt.tile.event_format(), fmt.event_format, neurons=fmt.tile.neurons,
+                         route_words=fmt.route_words, max_fanout=fmt.max_fanout, config_format=fmt.config_format,
+                         counter_width=cw)
+            log = StreamFIFO(response_layout(fmt), 4)
+            m.submodules[f"tile{t}"], m.submodules[f"fanout{t}"], m.submodules[f"log{t}"] = tile, fan, log
+            tiles.append(tile), fans.append(fan), logs.append(log)
+        m.submodules.bus = bus = EventBus(fmt.event_format, sources=T + 1, destinations=T, depth=fmt.fifo_depth,
+                                          counter_width=cw)
+        n_resp = 1 + 2 * T                       # controller, readback per tile, log per tile
+        m.submodules.responses = merge = StreamMerge(response_layout(fmt), n_resp)
+        wiring.connect(m, merge.o, wiring.flipped(self.responses))
+        ctrl = merge.i[0]
+
+        cmd = self.commands.payload
+        step = Signal(fmt.step_bits)
+        run_spikes = Signal(cw)
+        step_spikes = Signal(cw)
+        logging = Signal()
+        rejected_cmds = Signal(cw)
+
+        # ---- tiles: inputs from the controller (priority, only when quiet) or their bus FIFO -------------
+        ctrl_valid = Signal(T)
+        ctrl_op = Signal(EventOp)
+        ctrl_axon = Signal.like(tiles[0].inputs.payload.axon)
+        spikes_now = Signal(T)
+        for t, (tile, fan, log) in enumerate(zip(tiles, fans, logs)):
+            q = bus.o[t]
+            with m.If(ctrl_valid[t]):
+                m.d.comb += [tile.inputs.valid.eq(1), tile.inputs.payload.op.eq(ctrl_op),
+                             tile.inputs.payload.axon.eq(ctrl_axon)]
+                with m.If(tile.inputs.ready):
+                    m.d.sync += ctrl_valid[t].eq(0)
+            with m.Else():
+                m.d.comb += [tile.inputs.valid.eq(q.valid), tile.inputs.payload.op.eq(q.payload.op),
+                             tile.inputs.payload.axon.eq(q.payload.axon), tile.inputs.payload.value.eq(q.payload.value),
+                             q.ready.eq(tile.inputs.ready)]
+            # tile outputs -> routing table, and (when logging) a copy of every spike to the host
+            out = tile.outputs
+            is_spike = out.payload.op == EventOp.EVENT
+            log_room = ~logging | ~is_spike | log.i.ready
+            m.d.comb += [fan.i.payload.eq(out.payload), fan.i.valid.eq(out.valid & log_room),
+                         out.ready.eq(fan.i.ready & log_room),
+                         log.i.valid.eq(out.valid & logging & is_spike & fan.i.ready),
+                         log.i.payload.kind.eq(RespKind.SPIKE), log.i.payload.tile.eq(t),
+                         log.i.payload.addr.eq(out.payload.axon), log.i.payload.step.eq(step),
+                         log.i.payload.data.eq(out.payload.value),
+                         spikes_now[t].eq(out.valid & out.ready & is_spike)]
+            wiring.connect(m, log.o, merge.i[1 + T + t])
+            wiring.connect(m, fan.o, bus.i[t])
+            # readback -> one STATE response per lane (the potential v)
+            rb, rsp = tile.readback, merge.i[1 + t]
+            lane = Signal(range(max(P, 2)), name=f"rb_lane{t}")
+            m.d.comb += [rsp.valid.eq(rb.valid), rsp.payload.kind.eq(RespKind.STATE), rsp.payload.tile.eq(t),
+                         rsp.payload.addr.eq(rb.payload.group * P + lane), rsp.payload.step.eq(step)]
+            for i in range(P):
+                with m.If(lane == i):
+                    m.d.comb += rsp.payload.data.eq(rb.payload.state[i].v)
+            with m.If(rsp.valid & rsp.ready):
+                with m.If(lane == P - 1):
+                    m.d.comb += rb.ready.eq(1)
+                    m.d.sync += lane.eq(0)
+                with m.Else():
+                    m.d.sync += lane.eq(lane + 1)
+        with m.If(spikes_now.any()):
+            m.d.sync += step_spikes.eq(saturating_increment(step_spikes, popcount(spikes_now)))
+
+        # ---- quiet: nothing held or offered anywhere in the network (two cycles in a row) ---------------
+        idles = [bus.idle, ~ctrl_valid.any()] + [t.idle for t in tiles] + [f.idle for f in fans]
+        quiet_now = Signal()
+        m.d.comb += quiet_now.eq(1)
+        for v in idles:
+            with m.If(~v):
+                m.d.comb += quiet_now.eq(0)
+        quiet_prev = Signal()
+        m.d.sync += quiet_prev.eq(quiet_now)
+        quiet = quiet_now & quiet_prev
+
+        # ---- the host's input events enter the bus as its last source -----------------------------------
+        host = bus.i[T]
+        m.d.comb += [host.payload.op.eq(EventOp.EVENT), host.payload.tile.eq(cmd.tile),
+                     host.payload.axon.eq(cmd.addr), host.payload.value.eq(cmd.data)]
+
+        # ---- controller ----------------------------------------------------------------------------------
+        steps_left = Signal(fmt.step_bits)
+        until_quiet = Signal()
+        guard = Signal(2)
+        counter_index = Signal(range(max(len(TILE_COUNTERS), len(NETWORK_COUNTERS)) + 1))
+        counter_tile = Signal.like(cmd.tile)
+        tile_ok = cmd.tile < T
+        with m.FSM(name="controller"):
+            with m.State("IDLE"):
+                with m.If(self.commands.valid):
+                    with m.Switch(cmd.op):
+                        with m.Case(CmdOp.WRITE):
+                            m.d.comb += self.commands.ready.eq(1)
+                            with m.If(~tile_ok):
+                                m.d.sync += rejected_cmds.eq(saturating_increment(rejected_cmds, 1))
+                            for t in range(T):
+                                with m.If(cmd.tile == t):
+                                    for port in (tiles[t].writes, fans[t].writes):
+                                        m.d.comb += [port.valid.eq(1), port.payload.mem.eq(cmd.mem),
+                                                     port.payload.addr.eq(cmd.addr), port.payload.data.eq(cmd.data)]
+                        with m.Case(CmdOp.EVENT):
+                            m.d.comb += [host.valid.eq(1), self.commands.ready.eq(host.ready)]
+                        with m.Case(CmdOp.CLEAR):
+                            m.d.comb += self.commands.ready.eq(1)
+                            m.d.sync += [ctrl_valid.eq((1 << T) - 1), ctrl_op.eq(EventOp.CLEAR), step.eq(0),
+                                         guard.eq(3)]
+                            m.next = "CLEARING"
+                        with m.Case(CmdOp.RUN):
+                            m.d.comb += self.commands.ready.eq(1)
+                            m.d.sync += [steps_left.eq(cmd.data), until_quiet.eq(cmd.mem[0]), run_spikes.eq(0),
+                                         guard.eq(3)]
+                            m.next = "BARRIER"
+                        with m.Case(CmdOp.READ):
+                            m.d.comb += self.commands.ready.eq(1)
+                            with m.If(tile_ok):
+                                m.d.sync += [ctrl_valid.eq(Const(1, T) << cmd.tile), ctrl_op.eq(EventOp.READ),
+                                             ctrl_axon.eq(cmd.addr)]
+                            with m.Else():
+                                m.d.sync += rejected_cmds.eq(saturating_increment(rejected_cmds, 1))
+                        with m.Case(CmdOp.COUNTERS):
+                            m.d.comb += self.commands.ready.eq(1)
+                            with m.If(cmd.tile <= T):
+                                m.d.sync += [counter_tile.eq(cmd.tile), counter_index.eq(0)]
+                                m.next = "COUNTERS"
+                            with m.Else():
+                                m.d.sync += rejected_cmds.eq(saturating_increment(rejected_cmds, 1))
+                        with m.Case(CmdOp.LOG):
+                            m.d.comb += self.commands.ready.eq(1)
+                            m.d.sync += logging.eq(cmd.data[0])
+                        with m.Default():
+                            m.d.comb += self.commands.ready.eq(1)
+                            m.d.sync += rejected_cmds.eq(saturating_increment(rejected_cmds, 1))
+            with m.State("CLEARING"):
+                with m.If(guard != 0):
+                    m.d.sync += guard.eq(guard - 1)
+                with m.Elif(quiet):
+                    m.next = "IDLE"
+            with m.State("BARRIER"):               # wait for quiet, then start a step (or finish)
+                with m.If(guard != 0):
+                    m.d.sync += guard.eq(guard - 1)
+                with m.Elif(quiet):
+                    with m.If(steps_left == 0):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += [ctrl_valid.eq((1 << T) - 1), ctrl_op.eq(EventOp.STEP), step_spikes.eq(0),
+                                     guard.eq(3)]
+                        m.next = "STEPPING"
+            with m.State("STEPPING"):              # the step's sweeps and their events drain
+                with m.If(guard != 0):
+                    m.d.sync += guard.eq(guard - 1)
+                with m.Elif(quiet):
+                    m.d.sync += [step.eq(step + 1), steps_left.eq(steps_left - 1),
+                                 run_spikes.eq(saturating_increment(run_spikes, step_spikes))]
+                    with m.If(until_quiet & (step != 0) & (step_spikes == 0)):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "BARRIER"
+            with m.State("DONE"):
+                m.d.comb += [ctrl.valid.eq(1), ctrl.payload.kind.eq(RespKind.DONE), ctrl.payload.step.eq(step),
+                             ctrl.payload.data.eq(run_spikes)]
+                with m.If(ctrl.ready):
+                    m.next = "IDLE"
+            with m.State("COUNTERS"):
+                m.d.comb += [ctrl.valid.eq(1), ctrl.payload.kind.eq(RespKind.COUNTER),
+                             ctrl.payload.tile.eq(counter_tile), ctrl.payload.addr.eq(counter_index),
+                             ctrl.payload.step.eq(step)]
+                for t in range(T):
+                    values = [tiles[t].rejected, tiles[t].product_overflows, tiles[t].overflows, fans[t].rejected]
+                    with m.If(counter_tile == t):
+                        for i, v in enumerate(values):
+                            with m.If(counter_index == i):
+                                m.d.comb += ctrl.payload.data.eq(v)
+                with m.If(counter_tile == T):
+                    for i, v in enumerate([bus.rejected, rejected_cmds]):
+                        with m.If(counter_index == i):
+                            m.d.comb += ctrl.payload.data.eq(v)
+                n_last = Mux(counter_tile == T, len(NETWORK_COUNTERS) - 1, len(TILE_COUNTERS) - 1)
+                with m.If(ctrl.ready):
+                    m.d.sync += counter_index.eq(counter_index + 1)
+                    with m.If(counter_index == n_last):
+                        m.next = "IDLE"
+        return m
