@@ -44,7 +44,7 @@ def config_layout(fmt: ConfigFormat) -> data.StructLayout:
 
 def tile_config_format(fmt: NeuronTileFormat, model: NeuronModel) -> ConfigFormat:
     """The narrowest configuration write that loads every memory and register of a tile ``fmt``."""
-    depth = max(fmt.words, fmt.max_groups, len(TILE_REGISTERS))
+    depth = max(fmt.words, fmt.neurons // fmt.lanes, len(TILE_REGISTERS))
     return ConfigFormat(index_width(depth), max(fmt.synapse_word_bits, fmt.bias_word_bits, model.v_width,
                                                 index_width(fmt.neurons + 1) + 1))
 
@@ -153,13 +153,13 @@ class NeuronTile(wiring.Component):
         m.d.comb += [params.theta.eq(theta), params.s_min.eq(s_min), params.s_max.eq(s_max)]
         registers = dict(zip(TILE_REGISTERS, (tokens, groups, fan_in, theta, s_min, s_max, readout, has_bias)))
 
-        # ---- memories: synapses [words] x P weights, bias [groups] x P currents ----------------------------
+        # ---- memories: synapses [words] x P weights, bias [core groups] x P currents ----------------------------
         wlayout = data.ArrayLayout(signed(fmt.weight_bits), P)
         blayout = data.ArrayLayout(signed(fmt.current_width), P)
         syn_init = [[int(w) for w in row] for row in prog.synapse_image(P)] if prog is not None else []
         bias_init = [[int(b) for b in row] for row in prog.bias_image(P)] if prog is not None else []
         m.submodules.synapses = syn = memory.Memory(shape=wlayout, depth=max(fmt.words, 2), init=syn_init)
-        m.submodules.bias = bmem = memory.Memory(shape=blayout, depth=max(fmt.max_groups, 2), init=bias_init)
+        m.submodules.bias = bmem = memory.Memory(shape=blayout, depth=max(fmt.neurons // P, 2), init=bias_init)
         rd, brd = syn.read_port(), bmem.read_port()
         swr, bwr = syn.write_port(), bmem.write_port()
 
@@ -192,7 +192,7 @@ class NeuronTile(wiring.Component):
             prod = Signal(signed(fmt.weight_bits + fmt.value_bits), name=f"prod{lane}")
             m.d.comb += [prod.eq(rd.data[lane] * value), over[lane].eq((prod > hi) | (prod < lo))]
             currents.append(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))
-        m.d.comb += [rd.addr.eq(k * groups + j), brd.addr.eq(j)]
+        m.d.comb += [rd.addr.eq(k * groups + j), brd.addr.eq(token * groups + j)]
         last_group = j == groups - 1
 
         out = self.outputs.payload

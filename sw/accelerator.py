@@ -111,7 +111,7 @@ class AcceleratorFormat:
     @property
     def config_format(self) -> ConfigFormat:
         t = self.tile
-        addr = _bits(max(t.words, t.max_groups, len(TILE_REGISTERS), self.neurons, self.route_words))
+        addr = _bits(max(t.words, self.neurons // self.lanes, len(TILE_REGISTERS), self.neurons, self.route_words))
         pointer = _bits(self.route_words) + _bits(self.max_fanout + 1)
         route = self.tile_bits + self.event_format.axon_bits
         data = max(t.synapse_word_bits, t.bias_word_bits, self.v_width, _bits(self.neurons + 1) + 1, pointer, route)

@@ -136,7 +136,7 @@ class NeuronTileFormat:
 @dataclass(frozen=True, eq=False)
 class TileProgram:
     """What one slice loads into a neuron tile: ``tokens x cols`` neurons of fan-in ``fan_in``, the shared
-    ``weights [cols, fan_in]``, an optional ``bias [cols]`` (the same for every token), the ST-BIF
+    ``weights [cols, fan_in]``, an optional ``bias [tokens, cols]`` (a bias per neuron), the ST-BIF
     parameters ``theta``, ``s_min``, ``s_max`` and ``readout`` (accumulate only; the host reads the
     potentials; use ``theta=1`` so the initial potential ``theta // 2`` is 0)."""
     tokens: int
@@ -159,9 +159,12 @@ class TileProgram:
                              f"[{self.cols}, {self.fan_in}]")
         object.__setattr__(self, "weights", w)
         if self.bias is not None:
-            b = np.asarray(self.bias, dtype=np.int64).reshape(-1)
-            if b.shape != (self.cols,):
-                raise ValueError(f"bias has {b.size} values, the program has cols={self.cols}")
+            b = np.asarray(self.bias, dtype=np.int64)
+            if b.ndim == 1 and self.tokens == 1:
+                b = b.reshape(1, -1)
+            if b.shape != (self.tokens, self.cols):
+                raise ValueError(f"bias has shape {b.shape}, the program needs [tokens, cols] = "
+                                 f"[{self.tokens}, {self.cols}]")
             object.__setattr__(self, "bias", b)
 
     @classmethod
@@ -224,12 +227,12 @@ class TileProgram:
         return padded.reshape(G, lanes, self.fan_in).transpose(2, 0, 1).reshape(self.fan_in * G, lanes)
 
     def bias_image(self, lanes: int) -> np.ndarray:
-        """Bias words ``[groups, lanes]`` (zero padding)."""
+        """Bias words ``[tokens x groups, lanes]``, one per core lane group (zero padding)."""
         G = self.groups(lanes)
-        b = np.zeros(G * lanes, np.int64)
+        b = np.zeros((self.tokens, G * lanes), np.int64)
         if self.bias is not None:
-            b[:self.cols] = self.bias
-        return b.reshape(G, lanes)
+            b[:, :self.cols] = self.bias
+        return b.reshape(self.tokens * G, lanes)
 
     def writes(self, fmt: NeuronTileFormat, model) -> list[tuple[int, int, int]]:
         """The configuration writes ``(memory, address, data)`` that load this program into ``fmt``."""
@@ -277,7 +280,7 @@ def tile_core_inputs(fmt: NeuronTileFormat, weights, events: np.ndarray):
     if prog.bias is not None:
         tok, col = np.meshgrid(np.arange(prog.tokens), np.arange(prog.cols), indexing="ij")
         bias = np.stack([np.zeros(tok.size, np.int64), prog.neuron(tok, col, fmt.lanes).reshape(-1),
-                         np.broadcast_to(prog.bias, tok.shape).reshape(-1)], 1)
+                         prog.bias.reshape(-1)], 1)
         inputs = np.concatenate([bias[bias[:, 2] != 0], inputs])
     counts = {"rejected": int((~ok).sum()), "product_overflows": overflows,
               "steps": int((ev["op"] == EventOp.STEP).sum())}

@@ -87,7 +87,7 @@ def _programmed(bias=True, seed=4, readout=False):
                            core_neurons=24, synapse_words=20)
     model = StBif(30, -8, 7, current_width=9, v_width=12)
     rng = np.random.default_rng(seed)
-    prog = TileProgram(3, 7, 5, rng.integers(-31, 32, (7, 5)), rng.integers(-60, 61, 7) if bias else None,
+    prog = TileProgram(3, 7, 5, rng.integers(-31, 32, (7, 5)), rng.integers(-60, 61, (3, 7)) if bias else None,
                        theta=23, s_min=-3, s_max=4, readout=readout)
     return fmt, model, prog
 
@@ -97,7 +97,7 @@ def test_bias_and_a_program_smaller_than_the_tile():
     tile = NeuronTile(fmt, model, program=prog)
     g = _check(tile, steps=10, events=60, malformed=2)
     inputs, _ = tile_core_inputs(fmt, prog, fmt.event_format().events([EventOp.STEP], 0, 0, 0))
-    assert len(inputs) == int((prog.bias != 0).sum()) * 3 and len(g.spikes) > 10     # bias: once per token
+    assert len(inputs) == int((prog.bias != 0).sum()) and len(g.spikes) > 10     # bias: once per neuron
 
 
 def test_a_tile_programmed_over_its_writes_port_equals_one_built_with_the_program():
@@ -123,6 +123,6 @@ def test_programs_that_do_not_fit_are_refused():
     with pytest.raises(ValueError, match=r"neurons \(tokens x cols padded to lanes\) = 32, the tile has 24"):
         TileProgram(4, 8, 6, np.zeros((8, 6))).check(fmt, model)
     with pytest.raises(ValueError, match="bias spans"):
-        TileProgram(3, 7, 5, prog.weights, np.full(7, 1000)).check(fmt, model)
+        TileProgram(3, 7, 5, prog.weights, np.full((3, 7), 1000)).check(fmt, model)
     with pytest.raises(ValueError, match="theta=5000 does not fit"):
         TileProgram(3, 7, 5, prog.weights, theta=5000).check(fmt, model)

@@ -1,0 +1,157 @@
+"""Whole networks on the generated accelerator: the host driver and the layer-by-layer comparison.
+
+:func:`drive_accelerator` runs on any :class:`~spikeforge.sim.bench.Bench` (Amaranth simulator or
+Verilator through cocotb): it loads the program (``WRITE`` commands), switches spike logging on and,
+for each sample, sends ``CLEAR``, the input events, ``RUN`` (until a step after the first has no spike)
+and ``READ`` of the readout tiles, with random idle cycles on the command stream and backpressure on
+the responses, and returns every spike the tiles emitted ``(step, tile, neuron, value)``, the readout
+potentials, the steps and the counters. :func:`compare_layers` maps tile neurons back to layer neurons
+(:meth:`~spikeforge.sw.compile.images.Images.locate`) and compares every layer's spikes with the golden
+model's (``run_snn(..., timing="layer")``) step by step, and the outputs with the integer QANN.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..sw.accelerator import NETWORK_COUNTERS, TILE_COUNTERS, CmdOp, RespKind
+from ..sw.compile.images import Images, host_commands
+from .bench import Bench, StreamSink, StreamSource, check_stall_probability, run_until
+
+__all__ = ["SampleRun", "drive_accelerator", "compare_layers", "LayerMismatch"]
+
+
+@dataclass
+class SampleRun:
+    """What the accelerator did on one sample."""
+    spikes: np.ndarray                  # [S, 4] (step, tile, neuron, value)
+    readout: dict                       # tile -> {neuron: potential}
+    steps: int
+    run_spikes: int
+    cycles: int
+    counters: dict = field(default_factory=dict)
+
+
+def _command(fmt, c: dict) -> dict:
+    return {"op": int(c["op"]), "tile": int(c.get("tile", 0)), "mem": int(c.get("mem", 0)),
+            "addr": int(c.get("addr", 0)), "data": int(c.get("data", 0)) & ((1 << fmt.data_bits) - 1)}
+
+
+async def drive_accelerator(bench: Bench, accel, images: Images, inputs, *, max_steps: int = 256,
+                            idle: float = 0.0, backpressure: float = 0.0, seed: int = 0,
+                            load: bool = True, max_cycles: int = 50_000_000) -> list[SampleRun]:
+    """Load ``images`` (unless ``load=False``) and run every sample of ``inputs`` (input counts
+    ``[B, size]``); see the module docstring."""
+    check_stall_probability("idle", idle)
+    check_stall_probability("backpressure", backpressure)
+    fmt = images.fmt
+    rng = random.Random(seed)
+    src = StreamSource(bench, "commands", accel.commands.payload.shape(), idle=idle, rng=random.Random(rng.random()))
+    got: list[dict] = []
+    sink = StreamSink(bench, "responses", accel.responses.payload.shape(), backpressure=backpressure,
+                      rng=random.Random(rng.random()), on_receive=got.append)
+    drivers = [src, sink]
+    if load:
+        for tile, mem, addr, data in images.writes():
+            src.put(_command(fmt, {"op": CmdOp.WRITE, "tile": tile, "mem": mem, "addr": addr, "data": data}))
+    src.put(_command(fmt, {"op": CmdOp.LOG, "data": 1}))
+    runs = []
+    for counts in np.asarray(inputs):
+        got.clear()
+        cmds = host_commands(images, counts, steps=max_steps)
+        reads = sum(1 for c in cmds if c["op"] == CmdOp.READ) * fmt.lanes
+        for c in cmds:
+            src.put(_command(fmt, c))
+        for t in range(fmt.tiles + 1):
+            src.put(_command(fmt, {"op": CmdOp.COUNTERS, "tile": t}))
+        n_counters = len(images.tiles) and fmt.tiles * len(TILE_COUNTERS) + len(NETWORK_COUNTERS)
+
+        def done():
+            kinds = [g["kind"] for g in got]
+            return (src.done and RespKind.DONE in kinds and kinds.count(RespKind.STATE) >= reads
+                    and kinds.count(RespKind.COUNTER) >= n_counters)
+        cycles = await run_until(bench, drivers, done, max_cycles=max_cycles, what="the accelerator run")
+        spikes = np.array([(g["step"], g["tile"], g["addr"], g["data"]) for g in got if g["kind"] == RespKind.SPIKE],
+                          np.int64).reshape(-1, 4)
+        readout: dict = {}
+        for g in got:
+            if g["kind"] == RespKind.STATE:
+                readout.setdefault(g["tile"], {})[g["addr"]] = g["data"]
+        fin = next(g for g in got if g["kind"] == RespKind.DONE)
+        counters = {}
+        for g in got:
+            if g["kind"] == RespKind.COUNTER:
+                names = NETWORK_COUNTERS if g["tile"] == fmt.tiles else TILE_COUNTERS
+                counters[("network" if g["tile"] == fmt.tiles else g["tile"], names[g["addr"]])] = g["data"]
+        runs.append(SampleRun(spikes, readout, fin["step"], fin["data"], cycles, counters))
+    return runs
+
+
+@dataclass
+class LayerMismatch:
+    """First difference between the accelerator and the golden model."""
+    layer: str
+    tile: int | None
+    step: int
+    neuron: int
+    expected: int
+    got: int
+    count: int
+
+    def __str__(self):
+        where = f"layer {self.layer!r}" + (f" (tile {self.tile})" if self.tile is not None else "")
+        return (f"{self.count} differences; first: {where}, step {self.step}, neuron {self.neuron}: "
+                f"golden {self.expected}, RTL {self.got}")
+
+
+def outputs_of(images: Images, run: SampleRun) -> np.ndarray:
+    """The network output (the readout layer's potentials minus the initial ``theta // 2 = 0``)."""
+    cols = images.layer_cols[images.output]
+    out = {}
+    for im in images.tiles:
+        if im.program.readout:
+            for neuron, v in run.readout.get(im.tile, {}).items():
+                r, c = divmod(neuron, im.program.groups(images.fmt.lanes) * images.fmt.lanes)
+                if r < im.program.tokens and c < im.program.cols:
+                    out[(im.row0 + r) * cols + im.col0 + c] = v
+    return np.array([out[i] for i in sorted(out)], np.int64)
+
+
+def compare_layers(images: Images, run: SampleRun, golden_traces: dict, golden_output) -> LayerMismatch | None:
+    """Compare one sample's RTL spikes per layer and step with ``golden_traces`` (``SnnRun.traces``: per
+    neuron layer ``{"spikes": [E, 3] (step, neuron, value)}``) and its output with ``golden_output``
+    (flat); returns the first mismatch or ``None``."""
+    layers = {}
+    for tile in np.unique(run.spikes[:, 1]) if len(run.spikes) else []:
+        sel = run.spikes[:, 1] == tile
+        name, flat = images.locate(int(tile), run.spikes[sel, 2])
+        rows = np.stack([run.spikes[sel, 0], flat, run.spikes[sel, 3], np.full(int(sel.sum()), tile)], 1)
+        layers.setdefault(name, []).append(rows)
+    first = None
+    total = 0
+    for name, tr in golden_traces.items():
+        exp = np.asarray(tr["spikes"], np.int64).reshape(-1, 3)
+        got = np.concatenate(layers.get(name, [np.zeros((0, 4), np.int64)]))
+        e = {(int(t), int(n)): int(v) for t, n, v in exp}
+        g = {(int(t), int(n)): (int(v), int(k)) for t, n, v, k in got}
+        keys = sorted(set(e) | set(g))
+        bad = [key for key in keys if e.get(key, 0) != g.get(key, (0, None))[0]]
+        total += len(bad)
+        if bad and first is None:
+            t, n = bad[0]
+            first = LayerMismatch(name, g.get((t, n), (0, None))[1], t, n, e.get((t, n), 0), g.get((t, n), (0,))[0], 0)
+    out = outputs_of(images, run)
+    ref = np.asarray(golden_output, np.int64).reshape(-1)
+    if out.shape != ref.shape or not np.array_equal(out, ref):
+        diff = np.nonzero(out != ref)[0] if out.shape == ref.shape else np.array([0])
+        total += len(diff)
+        if first is None:
+            i = int(diff[0])
+            first = LayerMismatch(images.output, None, run.steps, i, int(ref[i]) if i < len(ref) else 0,
+                                  int(out[i]) if i < len(out) else 0, 0)
+    if first is not None:
+        first.count = total
+    return first
