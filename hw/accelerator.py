@@ -138,11 +138,16 @@ class Accelerator(wiring.Component):
             # readback -> one STATE response per lane (the potential v)
             rb, rsp = tile.readback, merge.i[1 + t]
             lane = Signal(range(max(P, 2)), name=f"rb_lane{t}")
-            m.d.comb += [rsp.valid.eq(rb.valid), rsp.payload.kind.eq(RespKind.STATE), rsp.payload.tile.eq(t),
-                         rsp.payload.addr.eq(rb.payload.group * P + lane), rsp.payload.step.eq(step)]
+            # the lane's potential goes through its own signal so that every field of the payload is
+            # driven by one continuous assignment (a constant field of a partly conditional payload
+            # becomes an `always @*` without inputs, which Verilator never evaluates)
+            v = Signal(rsp.payload.data.shape(), name=f"rb_v{t}")
             for i in range(P):
                 with m.If(lane == i):
-                    m.d.comb += rsp.payload.data.eq(rb.payload.state[i].v)
+                    m.d.comb += v.eq(rb.payload.state[i].v)
+            m.d.comb += [rsp.valid.eq(rb.valid), rsp.payload.kind.eq(RespKind.STATE), rsp.payload.tile.eq(t),
+                         rsp.payload.addr.eq(rb.payload.group * P + lane), rsp.payload.step.eq(step),
+                         rsp.payload.data.eq(v)]
             with m.If(rsp.valid & rsp.ready):
                 with m.If(lane == P - 1):
                     m.d.comb += rb.ready.eq(1)

@@ -197,8 +197,16 @@ async def run_until(bench: Bench, drivers, done, *, max_cycles: int, what: str =
 
     Returns the number of cycles taken; raises :class:`SimulationTimeout` after ``max_cycles``.
     """
+    import os
+    import sys
+    import time
+    report = int(os.environ.get("SPIKEFORGE_BENCH_REPORT", "0"))
+    t0 = time.time()
     for cycle in range(max_cycles):
         await clock(bench, drivers)
         if done():
             return cycle + 1
+        if report and cycle % report == 0:
+            state = [(type(d).__name__, len(d.queue) if hasattr(d, "queue") else len(d.received)) for d in drivers]
+            print(f"[bench] {what}: cycle {cycle}, {time.time() - t0:.1f} s, {state}", file=sys.stderr, flush=True)
     raise SimulationTimeout(f"{what} did not finish within {max_cycles} cycles")

@@ -62,6 +62,25 @@ async def _neuron_tile_replay(dut, job):
     return await _replays(dut, job, lambda bench, golden, r: replay_tile(bench, tile, golden, **_stalls(r)))
 
 
+async def _accelerator_run(dut, job):
+    """A whole network on the generated accelerator (:func:`spikeforge.sim.network.run_accelerator`)."""
+    import pickle
+
+    from ..hw.accelerator import Accelerator
+    from .network import drive_accelerator
+    accel = Accelerator.from_config(job["config"])
+    accel._MustUse__silence = True              # only its port layouts are used here
+    with open(job["file"], "rb") as f:
+        d = pickle.load(f)
+    bench = CocotbBench(dut)
+    await bench.reset()
+    runs = await drive_accelerator(bench, accel, d["images"], d["inputs"], max_steps=d["max_steps"], idle=d["idle"],
+                                   backpressure=d["backpressure"], seed=d["seed"])
+    with open(job["observed"], "wb") as f:
+        pickle.dump(runs, f)
+    return {"samples": len(runs)}
+
+
 async def _smoke(dut, job):
     """``spikeforge doctor``'s check: clock the tiny counter of :func:`spikeforge.sim.toolchain.smoke_test`."""
     bench = CocotbBench(dut)
@@ -74,7 +93,7 @@ async def _smoke(dut, job):
 
 
 _KINDS = {"neuron_core_replay": _neuron_core_replay, "attention_block_replay": _attention_block_replay,
-          "neuron_tile_replay": _neuron_tile_replay, "smoke": _smoke}
+          "neuron_tile_replay": _neuron_tile_replay, "accelerator_run": _accelerator_run, "smoke": _smoke}
 
 
 @cocotb.test()

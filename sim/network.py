@@ -155,3 +155,40 @@ def compare_layers(images: Images, run: SampleRun, golden_traces: dict, golden_o
     if first is not None:
         first.count = total
     return first
+
+
+def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max_steps: int = 256,
+                    idle: float = 0.0, backpressure: float = 0.0, seed: int = 0) -> list[SampleRun]:
+    """Generate the accelerator of ``images.fmt``, load ``images`` and run every sample of ``inputs``
+    (input counts ``[B, size]``) on ``simulator`` (``"verilator"``: built once per accelerator format and
+    cached; ``"amaranth"``: Python simulator, slow)."""
+    import pickle
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ..hw.accelerator import Accelerator
+    check_stall_probability("idle", idle)
+    check_stall_probability("backpressure", backpressure)
+    inputs = np.asarray(inputs, dtype=np.int64)
+    accel = Accelerator(images.fmt)
+    if simulator == "amaranth":
+        from .amaranth_sim import run_amaranth
+        return run_amaranth(accel, lambda bench: drive_accelerator(bench, accel, images, inputs, max_steps=max_steps,
+                                                                   idle=idle, backpressure=backpressure, seed=seed))
+    if simulator != "verilator":
+        raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
+    from .verilator import build, run_job
+    design = build(accel, accel.verilog_name)
+    work = Path(tempfile.mkdtemp(prefix="sf-accelerator-"))
+    try:
+        job = {"kind": "accelerator_run", "config": accel.config(), "file": str(work / "job.pkl"),
+               "observed": str(work / "runs.pkl")}
+        with open(job["file"], "wb") as f:
+            pickle.dump({"images": images, "inputs": inputs, "max_steps": max_steps, "idle": idle,
+                         "backpressure": backpressure, "seed": seed}, f)
+        run_job(design, job)
+        with open(job["observed"], "rb") as f:
+            return pickle.load(f)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
     """Verilog for ``component`` compiled by Verilator, reusing a cached build of the same design."""
     info = ensure_verilator()
     text = verilog.convert(component, name=name, emit_src=False)
+    _check_constant_processes(text, name)
     # waves: the runner adds --trace (VCD). FST would need zlib/lz4 headers that no pip package ships.
     args = list(BUILD_ARGS) + list(extra_args) + (["--trace-structs"] if waves else [])
     key = hashlib.sha256(json.dumps([text, args, waves, info.version, metadata.version("cocotb"),
@@ -92,6 +94,22 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
                 os.environ["MAKEFLAGS"] = saved
         done.touch()
     return VerilatorBuild(name, directory, src, False)
+
+
+_CONSTANT_PROCESS = re.compile(r"^ *always @\*\n *(\S+(?: ?\[[0-9:]+\])?) = \d+'h([0-9a-f]+);$", re.M)
+
+
+def _check_constant_processes(text: str, name: str) -> None:
+    """Refuse Verilog with an ``always @*`` block that only assigns a nonzero constant: such a block has
+    no inputs, so Verilator never evaluates it and the bits keep their initial value 0 (the Amaranth
+    simulator assigns them). yosys writes one when a constant field of a signal is assigned next to
+    fields assigned under conditions; drive the conditional part through its own signal."""
+    bad = [(sig, value) for sig, value in _CONSTANT_PROCESS.findall(text) if int(value, 16) != 0]
+    if bad:
+        sig, value = bad[0]
+        raise SimulationError(f"{name}: {len(bad)} constant-only always @* block(s) that Verilator would never "
+                              f"evaluate, e.g. {sig} = 'h{value}; assign the conditional fields of that signal "
+                              "through a separate signal so the whole signal is driven continuously")
 
 
 def run_job(design: VerilatorBuild, job: dict, *, testcase: str = "run_job", waves_to: Path | None = None) -> dict:

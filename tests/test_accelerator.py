@@ -1,0 +1,70 @@
+"""The generated accelerator running whole networks: every layer's spikes equal the golden model's
+(``run_snn(..., timing="layer")``) step by step, the outputs equal the integer QANN, no counter moves,
+with random idle cycles on the command stream and backpressure on the responses."""
+
+import numpy as np
+import pytest
+import torch
+
+from spikeforge import api
+from spikeforge.sim.network import compare_layers, run_accelerator
+from spikeforge.sw.compile import HardwareSpec
+from spikeforge.sw.compile.images import build_images
+from spikeforge.sw.compile.plan import DoesNotFitError, compile_network
+from spikeforge.sw.models.digits import digits_split
+from spikeforge.sw.snn import encode_input, run_qann, run_snn
+
+QCNN_SPEC = HardwareSpec(neuron_tiles=3, matmul_tiles=0, unit_tiles=0, neurons=512, synapse_words=1024,
+                         route_words=2048)
+
+
+@pytest.fixture(scope="module")
+def qcnn():
+    return api.convert("qcnn", flow="crnn").network
+
+
+def _inputs(net, n):
+    scale = net.input.params["scale"]
+    x = torch.round(digits_split().x_test[:n] / scale) * scale
+    return x, encode_input(net, x).numpy()
+
+
+def _check(net, images, runs, x):
+    qann = run_qann(net, x)
+    for i, run in enumerate(runs):
+        golden = run_snn(net, x[i:i + 1], timing="layer", record=0)
+        mismatch = compare_layers(images, run, golden.traces, qann.output[i])
+        assert mismatch is None, f"image {i}: {mismatch}"
+        assert not any(run.counters.values()), {k: v for k, v in run.counters.items() if v}
+        assert run.run_spikes == len(run.spikes) == int(golden.spikes_total[0])
+
+
+def test_images_route_every_synapse_once(qcnn):
+    images = build_images(qcnn, compile_network(qcnn, QCNN_SPEC))
+    # conv2 reads 3x3x8 of q1 over 16 tokens (with padding), the head reads all 256 of q2
+    routes = {im.layer: len(im.route) for im in images.tiles}
+    conv2_index = qcnn["conv2"].inputs[0].index
+    assert routes["q1"] == int((conv2_index >= 0).sum()) and routes["q2"] == 256 and routes["head"] == 0
+    assert len(images.input_index) == int((qcnn["conv1"].inputs[0].index >= 0).sum())
+
+
+def test_a_network_the_tiles_cannot_run_is_refused():
+    vit = api.convert("vit_qann_L16").network
+    spec = HardwareSpec(neuron_tiles=64, matmul_tiles=8, unit_tiles=16)
+    with pytest.raises(DoesNotFitError, match="no tile yet for .*(softmax|layernorm|matmul)"):
+        build_images(vit, compile_network(vit, spec))
+
+
+def test_fanout_over_the_limit_names_the_layer(qcnn):
+    spec = HardwareSpec(**{**QCNN_SPEC.to_dict(), "max_fanout": 2})
+    with pytest.raises(DoesNotFitError, match=r"layer 'q1' \(tile 0\): neuron \d+ feeds 4 destinations, a routing "
+                                              r"table allows 2: raise max_fanout"):
+        build_images(qcnn, compile_network(qcnn, spec))
+
+
+@pytest.mark.verilator
+def test_qcnn_on_verilator_equals_the_golden_model_layer_by_layer(qcnn):
+    images = build_images(qcnn, compile_network(qcnn, QCNN_SPEC))
+    x, counts = _inputs(qcnn, 3)
+    runs = run_accelerator(images, counts, max_steps=64, idle=0.2, backpressure=0.3, seed=3)
+    _check(qcnn, images, runs, x)
