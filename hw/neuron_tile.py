@@ -15,7 +15,7 @@ Every stream may stall; nothing is dropped.
 The program (:class:`~spikeforge.sw.neuron_tile.TileProgram`: geometry, neuron parameters, weights,
 bias) is loaded by configuration writes ``{mem, addr, data}`` (:mod:`spikeforge.sw.program`) on ``writes``,
 one per cycle, while the tile is idle; the registers and memories start from ``program`` if one is given
-(a standalone tile needs no writes). Throughput: one accumulate beat every two cycles (read, then send).
+(a standalone tile needs no writes). Throughput: one accumulate beat per cycle (a two-stage read pipeline).
 """
 
 from __future__ import annotations
@@ -176,93 +176,99 @@ class NeuronTile(wiring.Component):
                 with m.Case(TileMemory.BIAS):
                     m.d.comb += [bwr.en.eq(1), bwr.addr.eq(cfg.addr), bwr.data.eq(cfg.data[:fmt.bias_word_bits])]
 
-        # ---- input side: decode, read the weight row word by word, issue ACCUMULATE beats ----------------
+        # ---- input side: a two-stage pipeline issues one ACCUMULATE beat per cycle -----------------------
+        # Stage A walks the lane groups j of the current event (weights: word k * groups + j; bias after
+        # CLEAR: word token * groups + j of the bias memory) and issues one memory read per cycle; stage B
+        # holds the word read (the read port's enable holds its data while the core stalls) and offers the
+        # beat. A new event enters A while B still holds the previous event's last beat. STEP, CLEAR and
+        # READ reach the core only once both stages are empty, so the core sees every op in input order.
         ev = self.inputs.payload
         ce = core.events.payload
-        token = Signal(range(max(fmt.tokens, 2)))
-        k = Signal(range(max(fmt.fan_in, 2)))
-        value = Signal(signed(fmt.value_bits))
-        j = Signal(range(max(fmt.max_groups, 2)))
-        in_token = ev.axon >> fmt.k_bits
-        in_k = ev.axon & ((1 << fmt.k_bits) - 1)
-        lo, hi = signed_range(fmt.current_width)
-        over = Signal(P)                           # lanes whose product saturates
-        currents = []
-        for lane in range(P):
-            prod = Signal(signed(fmt.weight_bits + fmt.value_bits), name=f"prod{lane}")
-            m.d.comb += [prod.eq(rd.data[lane] * value), over[lane].eq((prod > hi) | (prod < lo))]
-            currents.append(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))
-        m.d.comb += [rd.addr.eq(k * groups + j), brd.addr.eq(token * groups + j)]
-        last_group = j == groups - 1
-
         out = self.outputs.payload
         beat = Signal.like(core.spikes.payload)
         fire, neg = Signal(P), Signal(P)
         end = Signal()
         busy = Signal()
-        with m.FSM(name="issue") as fsm:
-            with m.State("IDLE"):
-                with m.If(self.inputs.valid):
-                    with m.Switch(ev.op):
-                        with m.Case(EventOp.EVENT):
-                            m.d.comb += self.inputs.ready.eq(1)
-                            with m.If((in_token < tokens) & (in_k < fan_in)):
-                                m.d.sync += [token.eq(in_token), k.eq(in_k), value.eq(ev.value), j.eq(0)]
-                                m.next = "READ"
-                            with m.Else():
-                                m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
-                        with m.Case(EventOp.STEP):
-                            with m.If(readout):
-                                m.d.comb += self.inputs.ready.eq(1)
-                                m.next = "READOUT_STEP"
-                            with m.Else():
-                                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.STEP),
-                                             self.inputs.ready.eq(core.events.ready)]
-                        with m.Case(EventOp.CLEAR):
-                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.CLEAR),
-                                         self.inputs.ready.eq(core.events.ready)]
-                            with m.If(core.events.ready & has_bias & (tokens != 0)):
-                                m.d.sync += [token.eq(0), j.eq(0)]
-                                m.next = "BIAS_READ"
-                        with m.Case(EventOp.READ):
-                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
-                                         self.inputs.ready.eq(core.events.ready)]
-            with m.State("READ"):                  # the word's address is on the read port; data next cycle
-                m.next = "SEND"
-            with m.State("SEND"):
-                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(token * groups + j)]
-                m.d.comb += [ce.current[lane].eq(currents[lane]) for lane in range(P)]
-                with m.If(core.events.ready):
-                    with m.If(over.any()):
-                        m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows,
-                                                                                   popcount(over)))
-                    with m.If(last_group):
-                        m.next = "IDLE"
+
+        a_active, a_bias = Signal(), Signal()
+        token = Signal(range(max(fmt.tokens, 2)))
+        k = Signal(range(max(fmt.fan_in, 2)))
+        value = Signal(signed(fmt.value_bits))
+        j = Signal(range(max(fmt.max_groups, 2)))
+        b_valid, b_bias = Signal(), Signal()
+        b_group = Signal.like(ce.group)
+        b_value = Signal(signed(fmt.value_bits))
+        readout_step = Signal()
+        in_token = ev.axon >> fmt.k_bits
+        in_k = ev.axon & ((1 << fmt.k_bits) - 1)
+        lo, hi = signed_range(fmt.current_width)
+
+        adv = Signal()                              # stage B is free or hands its beat to the core now
+        m.d.comb += adv.eq(~b_valid | core.events.ready)
+        m.d.comb += [rd.addr.eq(k * groups + j), brd.addr.eq(token * groups + j), rd.en.eq(adv), brd.en.eq(adv)]
+        last_group = j == groups - 1
+
+        # stage B: the beat
+        over = Signal(P)                           # lanes whose product saturates
+        for lane in range(P):
+            prod = Signal(signed(fmt.weight_bits + fmt.value_bits), name=f"prod{lane}")
+            m.d.comb += [prod.eq(rd.data[lane] * b_value), over[lane].eq(~b_bias & ((prod > hi) | (prod < lo)))]
+            with m.If(b_bias):
+                m.d.comb += ce.current[lane].eq(brd.data[lane])
+            with m.Else():
+                m.d.comb += ce.current[lane].eq(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))
+        with m.If(b_valid):
+            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(b_group)]
+            with m.If(core.events.ready & over.any()):
+                m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows, popcount(over)))
+
+        # stage A: issue a read per cycle while active
+        with m.If(adv):
+            m.d.sync += b_valid.eq(a_active)
+            with m.If(a_active):
+                m.d.sync += [b_group.eq(token * groups + j), b_value.eq(value), b_bias.eq(a_bias)]
+                with m.If(last_group):
+                    m.d.sync += j.eq(0)
+                    with m.If(~a_bias | (token == tokens - 1)):
+                        m.d.sync += a_active.eq(0)
                     with m.Else():
-                        m.d.sync += j.eq(j + 1)
-                        m.next = "READ"
-            with m.State("BIAS_READ"):
-                m.next = "BIAS_SEND"
-            with m.State("BIAS_SEND"):             # one ACCUMULATE of the bias word per (token, group)
-                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(token * groups + j)]
-                for lane in range(P):
-                    m.d.comb += ce.current[lane].eq(brd.data[lane])
-                with m.If(core.events.ready):
-                    with m.If(last_group):
-                        m.d.sync += [j.eq(0), token.eq(token + 1)]
-                        m.next = "BIAS_NEXT"
-                    with m.Else():
-                        m.d.sync += j.eq(j + 1)
-                        m.next = "BIAS_READ"
-            with m.State("BIAS_NEXT"):
-                with m.If(token == tokens):
-                    m.next = "IDLE"
+                        m.d.sync += token.eq(token + 1)
                 with m.Else():
-                    m.next = "BIAS_READ"
-            with m.State("READOUT_STEP"):          # a readout tile answers STEP at once (no sweep)
-                with m.If(~busy & ~core.spikes.valid):
-                    m.d.sync += [fire.eq(0), end.eq(1), busy.eq(1)]
-                    m.next = "IDLE"
+                    m.d.sync += j.eq(j + 1)
+
+        # accepting input: an event when stage A is free (or frees this cycle), a marker when all is empty
+        a_free = ~a_active | (adv & last_group & (~a_bias | (token == tokens - 1)))
+        drained = ~a_active & ~b_valid & ~readout_step
+        with m.If(self.inputs.valid):
+            with m.Switch(ev.op):
+                with m.Case(EventOp.EVENT):
+                    with m.If(a_free & ~readout_step):
+                        m.d.comb += self.inputs.ready.eq(1)
+                        with m.If((in_token < tokens) & (in_k < fan_in) & (groups != 0)):
+                            m.d.sync += [token.eq(in_token), k.eq(in_k), value.eq(ev.value), j.eq(0),
+                                         a_active.eq(1), a_bias.eq(0)]
+                        with m.Else():
+                            m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
+                with m.Case(EventOp.STEP):
+                    with m.If(drained):
+                        with m.If(readout):
+                            m.d.comb += self.inputs.ready.eq(1)
+                            m.d.sync += readout_step.eq(1)
+                        with m.Else():
+                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.STEP),
+                                         self.inputs.ready.eq(core.events.ready)]
+                with m.Case(EventOp.CLEAR):
+                    with m.If(drained):
+                        m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.CLEAR),
+                                     self.inputs.ready.eq(core.events.ready)]
+                        with m.If(core.events.ready & has_bias & (tokens != 0) & (groups != 0)):
+                            m.d.sync += [token.eq(0), j.eq(0), a_active.eq(1), a_bias.eq(1)]
+                with m.Case(EventOp.READ):
+                    with m.If(drained):
+                        m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
+                                     self.inputs.ready.eq(core.events.ready)]
+        with m.If(readout_step & ~busy & ~core.spikes.valid):     # a readout tile answers STEP at once
+            m.d.sync += [fire.eq(0), end.eq(1), busy.eq(1), readout_step.eq(0)]
 
         # ---- output side: one event per spike, then STEP ---------------------------------------------------
         m.d.comb += core.spikes.ready.eq(~busy)
@@ -287,5 +293,6 @@ class NeuronTile(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += busy.eq(0)
-        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & core.idle & ~busy & ~core.spikes.valid & ~self.inputs.valid)
+        m.d.comb += self.idle.eq(~a_active & ~b_valid & ~readout_step & core.idle & ~busy & ~core.spikes.valid &
+                                 ~self.inputs.valid)
         return m

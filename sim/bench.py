@@ -58,6 +58,18 @@ class Bench(abc.ABC):
     def get(self, port: str) -> int:
         """Sample ``port`` as an unsigned int."""
 
+    async def wait_high(self, port: str, max_cycles: int) -> int:
+        """From a settled cycle in which the 1-bit output ``port`` is low, let cycles pass without driving
+        anything new (inputs keep their values) until a cycle in which it is high has settled; returns
+        the cycles passed. Simulators that can wait for a value change override this, so a testbench
+        whose streams are all quiet leaves the per-cycle loop (:class:`CocotbBench`)."""
+        for n in range(1, max_cycles + 1):
+            await self.cycle()
+            await self.settle()
+            if self.get(port):
+                return n
+        raise SimulationTimeout(f"{port} stayed low for {max_cycles} cycles")
+
 
 class AmaranthBench(Bench):
     """Bench on Amaranth's Python simulator, for a testbench added with ``sim.add_testbench``."""
@@ -88,6 +100,7 @@ class CocotbBench(Bench):
         import cocotb.triggers as triggers
         from cocotb.clock import Clock
         self.dut = dut
+        self.clock_ns = clock_ns
         self._falling = triggers.FallingEdge(dut.clk)
         self._readonly = triggers.ReadOnly()
         self._handles = {}
@@ -115,6 +128,20 @@ class CocotbBench(Bench):
 
     def set(self, port, value):
         self._h(port).value = value
+
+    async def wait_high(self, port, max_cycles):
+        import cocotb.triggers as triggers
+        from cocotb.utils import get_sim_time
+        h = self._h(port)
+        start = get_sim_time("ns")
+        rise = triggers.RisingEdge(h)
+        timeout = triggers.Timer(max_cycles * self.clock_ns, unit="ns")
+        fired = await triggers.First(rise, timeout)
+        if fired is timeout:
+            raise SimulationTimeout(f"{port} stayed low for {max_cycles} cycles")
+        await self._falling               # the cycle in which it is high: drive, then settle
+        await self._readonly
+        return max(1, round((get_sim_time("ns") - start) / self.clock_ns))
 
     def get(self, port):
         value = self._h(port).value
@@ -197,16 +224,8 @@ async def run_until(bench: Bench, drivers, done, *, max_cycles: int, what: str =
 
     Returns the number of cycles taken; raises :class:`SimulationTimeout` after ``max_cycles``.
     """
-    import os
-    import sys
-    import time
-    report = int(os.environ.get("SPIKEFORGE_BENCH_REPORT", "0"))
-    t0 = time.time()
     for cycle in range(max_cycles):
         await clock(bench, drivers)
         if done():
             return cycle + 1
-        if report and cycle % report == 0:
-            state = [(type(d).__name__, len(d.queue) if hasattr(d, "queue") else len(d.received)) for d in drivers]
-            print(f"[bench] {what}: cycle {cycle}, {time.time() - t0:.1f} s, {state}", file=sys.stderr, flush=True)
     raise SimulationTimeout(f"{what} did not finish within {max_cycles} cycles")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..sw.accelerator import NETWORK_COUNTERS, TILE_COUNTERS, CmdOp, RespKind
 from ..sw.compile.images import Images, host_commands
-from .bench import Bench, StreamSink, StreamSource, check_stall_probability, run_until
+from .bench import Bench, SimulationTimeout, StreamSink, StreamSource, check_stall_probability, clock
 
 __all__ = ["SampleRun", "drive_accelerator", "compare_layers", "LayerMismatch"]
 
@@ -73,7 +73,7 @@ async def drive_accelerator(bench: Bench, accel, images: Images, inputs, *, max_
             kinds = [g["kind"] for g in got]
             return (src.done and RespKind.DONE in kinds and kinds.count(RespKind.STATE) >= reads
                     and kinds.count(RespKind.COUNTER) >= n_counters)
-        cycles = await run_until(bench, drivers, done, max_cycles=max_cycles, what="the accelerator run")
+        cycles = await _run(bench, drivers, src, sink, done, max_cycles)
         spikes = np.array([(g["step"], g["tile"], g["addr"], g["data"]) for g in got if g["kind"] == RespKind.SPIKE],
                           np.int64).reshape(-1, 4)
         readout: dict = {}
@@ -88,6 +88,23 @@ async def drive_accelerator(bench: Bench, accel, images: Images, inputs, *, max_
                 counters[("network" if g["tile"] == fmt.tiles else g["tile"], names[g["addr"]])] = g["data"]
         runs.append(SampleRun(spikes, readout, fin["step"], fin["data"], cycles, counters))
     return runs
+
+
+async def _run(bench, drivers, src, sink, done, max_cycles: int) -> int:
+    """Clock until ``done()``; while no command is left to send and the responses are not stalled, wait
+    for the next response without a Python step per cycle (:meth:`~spikeforge.sim.bench.Bench.wait_high`)."""
+    cycles = 0
+    while not done():
+        if cycles >= max_cycles:
+            raise SimulationTimeout(f"the accelerator run did not finish within {max_cycles} cycles")
+        if cycles and src.done and sink.backpressure == 0 and not bench.get("responses__valid"):
+            cycles += await bench.wait_high("responses__valid", max_cycles - cycles)
+            for d in drivers:
+                d.observe()
+            continue
+        await clock(bench, drivers)
+        cycles += 1
+    return cycles
 
 
 @dataclass
