@@ -105,6 +105,8 @@ class Accelerator(wiring.Component):
         step_spikes = Signal(cw)
         logging = Signal()
         rejected_cmds = Signal(cw)
+        run_cycles = Signal(cw)
+        run_events = Signal(cw)
 
         # ---- tiles: inputs from the controller (priority, only when quiet) or their bus FIFO -------------
         ctrl_valid = Signal(T)
@@ -203,7 +205,7 @@ class Accelerator(wiring.Component):
                         with m.Case(CmdOp.RUN):
                             m.d.comb += self.commands.ready.eq(1)
                             m.d.sync += [steps_left.eq(cmd.data), until_quiet.eq(cmd.mem[0]), run_spikes.eq(0),
-                                         guard.eq(3)]
+                                         guard.eq(3), run_cycles.eq(0), run_events.eq(0)]
                             m.next = "BARRIER"
                         with m.Case(CmdOp.READ):
                             m.d.comb += self.commands.ready.eq(1)
@@ -231,6 +233,8 @@ class Accelerator(wiring.Component):
                 with m.Elif(quiet):
                     m.next = "IDLE"
             with m.State("BARRIER"):               # wait for quiet, then start a step (or finish)
+                m.d.sync += [run_cycles.eq(saturating_increment(run_cycles, 1)),
+                             run_events.eq(saturating_increment(run_events, bus.moved))]
                 with m.If(guard != 0):
                     m.d.sync += guard.eq(guard - 1)
                 with m.Elif(quiet):
@@ -241,6 +245,8 @@ class Accelerator(wiring.Component):
                                      guard.eq(3)]
                         m.next = "STEPPING"
             with m.State("STEPPING"):              # the step's sweeps and their events drain
+                m.d.sync += [run_cycles.eq(saturating_increment(run_cycles, 1)),
+                             run_events.eq(saturating_increment(run_events, bus.moved))]
                 with m.If(guard != 0):
                     m.d.sync += guard.eq(guard - 1)
                 with m.Elif(quiet):
@@ -266,7 +272,7 @@ class Accelerator(wiring.Component):
                             with m.If(counter_index == i):
                                 m.d.comb += ctrl.payload.data.eq(v)
                 with m.If(counter_tile == T):
-                    for i, v in enumerate([bus.rejected, rejected_cmds]):
+                    for i, v in enumerate([bus.rejected, rejected_cmds, run_cycles, run_events]):
                         with m.If(counter_index == i):
                             m.d.comb += ctrl.payload.data.eq(v)
                 n_last = Mux(counter_tile == T, len(NETWORK_COUNTERS) - 1, len(TILE_COUNTERS) - 1)

@@ -75,7 +75,7 @@ async def _accelerator_run(dut, job):
     bench = CocotbBench(dut)
     await bench.reset()
     runs = await drive_accelerator(bench, accel, d["images"], d["inputs"], max_steps=d["max_steps"], idle=d["idle"],
-                                   backpressure=d["backpressure"], seed=d["seed"])
+                                   backpressure=d["backpressure"], seed=d["seed"], log=d["log"])
     with open(job["observed"], "wb") as f:
         pickle.dump(runs, f)
     return {"samples": len(runs)}

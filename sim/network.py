@@ -34,6 +34,17 @@ class SampleRun:
     cycles: int
     counters: dict = field(default_factory=dict)
 
+    @property
+    def errors(self) -> dict:
+        """The error counters that moved (every one must stay 0): rejected / malformed events and
+        commands, saturated products, potential overflows."""
+        return {k: v for k, v in self.counters.items() if k[1] not in ("run_cycles", "run_events") and v}
+
+    @property
+    def run_cycles(self) -> int:
+        """Cycles the accelerator took from ``RUN`` to ``DONE`` (its own counter)."""
+        return self.counters.get(("network", "run_cycles"), 0)
+
 
 def _command(fmt, c: dict) -> dict:
     return {"op": int(c["op"]), "tile": int(c.get("tile", 0)), "mem": int(c.get("mem", 0)),
@@ -42,9 +53,10 @@ def _command(fmt, c: dict) -> dict:
 
 async def drive_accelerator(bench: Bench, accel, images: Images, inputs, *, max_steps: int = 256,
                             idle: float = 0.0, backpressure: float = 0.0, seed: int = 0,
-                            load: bool = True, max_cycles: int = 50_000_000) -> list[SampleRun]:
+                            load: bool = True, log: bool = True, max_cycles: int = 50_000_000) -> list[SampleRun]:
     """Load ``images`` (unless ``load=False``) and run every sample of ``inputs`` (input counts
-    ``[B, size]``); see the module docstring."""
+    ``[B, size]``); see the module docstring. ``log=False`` leaves spike logging off (outputs and
+    counters only: much less traffic to the host)."""
     check_stall_probability("idle", idle)
     check_stall_probability("backpressure", backpressure)
     fmt = images.fmt
@@ -57,7 +69,7 @@ async def drive_accelerator(bench: Bench, accel, images: Images, inputs, *, max_
     if load:
         for tile, mem, addr, data in images.writes():
             src.put(_command(fmt, {"op": CmdOp.WRITE, "tile": tile, "mem": mem, "addr": addr, "data": data}))
-    src.put(_command(fmt, {"op": CmdOp.LOG, "data": 1}))
+    src.put(_command(fmt, {"op": CmdOp.LOG, "data": int(log)}))
     runs = []
     for counts in np.asarray(inputs):
         got.clear()
@@ -175,7 +187,7 @@ def compare_layers(images: Images, run: SampleRun, golden_traces: dict, golden_o
 
 
 def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max_steps: int = 256,
-                    idle: float = 0.0, backpressure: float = 0.0, seed: int = 0) -> list[SampleRun]:
+                    idle: float = 0.0, backpressure: float = 0.0, seed: int = 0, log: bool = True) -> list[SampleRun]:
     """Generate the accelerator of ``images.fmt``, load ``images`` and run every sample of ``inputs``
     (input counts ``[B, size]``) on ``simulator`` (``"verilator"``: built once per accelerator format and
     cached; ``"amaranth"``: Python simulator, slow)."""
@@ -192,7 +204,8 @@ def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max
     if simulator == "amaranth":
         from .amaranth_sim import run_amaranth
         return run_amaranth(accel, lambda bench: drive_accelerator(bench, accel, images, inputs, max_steps=max_steps,
-                                                                   idle=idle, backpressure=backpressure, seed=seed))
+                                                                   idle=idle, backpressure=backpressure, seed=seed,
+                                                                   log=log))
     if simulator != "verilator":
         raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
     from .verilator import build, run_job
@@ -203,7 +216,7 @@ def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max
                "observed": str(work / "runs.pkl")}
         with open(job["file"], "wb") as f:
             pickle.dump({"images": images, "inputs": inputs, "max_steps": max_steps, "idle": idle,
-                         "backpressure": backpressure, "seed": seed}, f)
+                         "backpressure": backpressure, "seed": seed, "log": log}, f)
         run_job(design, job)
         with open(job["observed"], "rb") as f:
             return pickle.load(f)

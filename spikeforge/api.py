@@ -485,3 +485,121 @@ def compile(net, spec=None, *, images: int = 16, timing: str = "layer", progress
 
 
 __all__ += ["Compiled", "compile"]
+
+
+# -- the accelerator ----------------------------------------------------------------------------------------
+def _network(net, say):
+    if isinstance(net, str):
+        flow = next((f for f, names in EMBEDDED_MODELS.items() if net in names), None)
+        if flow is None:
+            raise ValueError(f"no embedded model {net!r}; choose one of "
+                             f"{sorted(n for names in EMBEDDED_MODELS.values() for n in names)}")
+        say(f"converting {net} ({flow})")
+        return convert(net, flow)
+    return net
+
+
+def fit_spec(net, spec=None):
+    """The hardware spec that runs ``net``: ``spec``'s tile sizes (default :class:`HardwareSpec`'s) with as
+    many tiles of each kind as the compiled network uses (the "fit this network" choice)."""
+    from dataclasses import replace
+
+    from .sw.compile import HardwareSpec, compile_network
+    spec = HardwareSpec() if spec is None else spec
+    roomy = replace(spec, neuron_tiles=4096, matmul_tiles=4096, unit_tiles=4096)
+    plan = compile_network(net, roomy)
+    return replace(spec, **{f"{k}_tiles": plan.tiles_used(k) for k in ("neuron", "matmul", "unit")})
+
+
+@dataclass
+class NetworkCheck:
+    """A network run on the generated accelerator: per image, the first mismatch against the golden
+    model (``None`` = bit-exact layer by layer and output), error counters, cycles and predictions."""
+    model: str
+    spec: object
+    plan: object
+    images: object
+    runs: list
+    mismatches: list
+    qann_accuracy: float
+    snn_accuracy: float
+    rtl_accuracy: float
+    simulator: str
+
+    @property
+    def mismatched_images(self) -> int:
+        return sum(m is not None for m in self.mismatches)
+
+    @property
+    def images_with_errors(self) -> int:
+        return sum(bool(r.errors) for r in self.runs)
+
+    @property
+    def passed(self) -> bool:
+        """Every image bit-exact (every layer's spikes and the outputs) and no error counter moved."""
+        return self.mismatched_images == 0 and self.images_with_errors == 0
+
+    @property
+    def cycles_mean(self) -> float:
+        return sum(r.run_cycles for r in self.runs) / max(1, len(self.runs))
+
+
+def run_network(net, spec=None, *, images: int = 4, simulator: str = "verilator", idle: float = 0.0,
+                backpressure: float = 0.0, seed: int = 0, max_steps: int = 256, progress=None) -> NetworkCheck:
+    """Compile ``net`` (a network or an embedded model name) for ``spec`` (default: :func:`fit_spec`),
+    generate the accelerator, load the program and run the first ``images`` test images on ``simulator``
+    with spike logging; every layer's spikes are compared with ``run_snn(..., timing="layer")`` and the
+    outputs with the integer QANN."""
+    from .progress import reporter
+    from .sim.bench import check_stall_probability
+    from .sim.network import compare_layers, outputs_of, run_accelerator
+    from .sw.compile import compile_network
+    from .sw.compile.images import build_images
+    from .sw.snn import encode_input, run_qann, run_snn
+    check_stall_probability("idle", idle)
+    check_stall_probability("backpressure", backpressure)
+    say = reporter(progress)
+    name = net if isinstance(net, str) else net.name if hasattr(net, "name") else "network"
+    net = _network(net, say)
+    spec = fit_spec(net) if spec is None else spec
+    say("compile: legalise, partition, place, route, images")
+    plan = compile_network(net, spec)
+    images_ = build_images(net, plan)
+    x, y = _test_images(images)
+    scale = net.input.params["scale"]
+    xq = torch.round(x / scale) * scale
+    counts = encode_input(net, xq).numpy()
+    say(f"accelerator on {simulator}: {len(x)} images" + (" (building the model first)" if simulator == "verilator" else ""))
+    runs = run_accelerator(images_, counts, simulator=simulator, max_steps=max_steps, idle=idle,
+                           backpressure=backpressure, seed=seed, log=True)
+    say("golden model and integer QANN")
+    qann = run_qann(net, xq)
+    snn = run_snn(net, xq, timing="layer", max_steps=max_steps)
+    mismatches = []
+    for i, r in enumerate(runs):
+        g = run_snn(net, xq[i:i + 1], timing="layer", record=0, max_steps=max_steps)
+        mismatches.append(compare_layers(images_, r, g.traces, qann.output[i]))
+    rtl = torch.tensor([int(outputs_of(images_, r).argmax()) for r in runs])
+    acc = lambda logits: float((logits.reshape(len(y), -1).argmax(-1) == y).double().mean())   # noqa: E731
+    return NetworkCheck(name, spec, plan, images_, runs, mismatches, acc(qann.output), acc(snn.output),
+                        float((rtl == y).double().mean()), simulator)
+
+
+def generate_accelerator(spec, outdir, *, name: str = "spikeforge_accelerator") -> dict[str, Path]:
+    """Write the Verilog of the accelerator for ``spec`` (neuron tiles only so far) and its format
+    (``accelerator.json``: the geometry a program must be compiled for) into ``outdir``."""
+    from amaranth.back import verilog
+
+    from .hw.accelerator import Accelerator
+    from .sw.accelerator import AcceleratorFormat
+    fmt = AcceleratorFormat.from_spec(spec)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    v = out / f"{name}.v"
+    v.write_text(verilog.convert(Accelerator(fmt), name=name, emit_src=False))
+    j = out / "accelerator.json"
+    j.write_text(json.dumps({"spec": spec.to_dict(), "format": fmt.to_dict()}, indent=1) + "\n")
+    return {"verilog": v, "format": j}
+
+
+__all__ += ["fit_spec", "NetworkCheck", "run_network", "generate_accelerator"]

@@ -542,15 +542,34 @@ _SPEC_OPTIONS = ("neuron_tiles", "matmul_tiles", "unit_tiles", "neurons", "lanes
                  "unit_words", "axons", "route_words")
 
 
-def _spec_options(f):
-    """One option per field of the hardware spec (defaults: :class:`HardwareSpec`'s)."""
+def _spec_options(f, fit: bool = False):
+    """One option per field of the hardware spec (defaults: :class:`HardwareSpec`'s; with ``fit`` the tile
+    counts default to what the network uses)."""
     from .sw.compile import HardwareSpec
     d = HardwareSpec()
     for name in reversed(_SPEC_OPTIONS):
         lo = 0 if name.endswith("_tiles") else 1
+        if fit and name.endswith("_tiles"):
+            f = click.option(f"--{name.replace('_', '-')}", name, type=click.IntRange(min=lo), default=None,
+                             help=f"Hardware spec: {name.replace('_', ' ')} [default: as many as the network "
+                                  "uses].")(f)
+            continue
         f = click.option(f"--{name.replace('_', '-')}", name, type=click.IntRange(min=lo), default=getattr(d, name),
                          show_default=True, help=f"Hardware spec: {name.replace('_', ' ')}.")(f)
     return f
+
+
+def _fitted_spec(net, fields):
+    """The spec of ``fields``; tile counts left out are fitted to ``net``."""
+    from dataclasses import replace
+
+    from .sw.compile import HardwareSpec
+    given = {k: v for k, v in fields.items() if v is not None}
+    counts = {k: v for k, v in given.items() if k.endswith("_tiles")}
+    base = HardwareSpec(**{k: v for k, v in given.items() if not k.endswith("_tiles")})
+    if len(counts) == 3:
+        return replace(base, **counts)
+    return replace(api.fit_spec(net, base), **counts)
 
 
 @main.command("compile")
@@ -593,6 +612,89 @@ def compile_command(model, network_file, images, timing, out, **spec_fields):
     table.add_row("estimated cycles (busiest tile / balanced)", f"{r.busiest_tile_cycles:.0f} / {r.balanced_cycles:.0f}")
     table.add_row("energy estimate", f"{r.energy_pj / 1e6:.3f} uJ")
     console.print(table)
+
+
+@simulate.command("network")
+@click.option("--model", default="qcnn", show_default=True,
+              help="Embedded count-coded checkpoint the accelerator runs (so far: qcnn).")
+@click.option("--network", "network_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A network file from `spikeforge convert -o` instead of --model.")
+@functools.partial(_spec_options, fit=True)
+@click.option("--images", type=POSITIVE, default=4, show_default=True, help="First test images to run.")
+@click.option("--simulator", type=click.Choice(["verilator", "amaranth"]), default="verilator", show_default=True)
+@click.option("--idle", type=PROBABILITY, default=0.0, show_default=True,
+              help="Probability of an idle cycle on the host command stream, in [0, 1).")
+@click.option("--backpressure", type=PROBABILITY, default=0.0, show_default=True,
+              help="Probability the host refuses a response, in [0, 1).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="out/network", show_default=True,
+              help="Output folder: plan, program, per-image spikes, results (replaced whole).")
+def simulate_network(model, network_file, images, simulator, idle, backpressure, seed, out, **spec_fields):
+    """Compile a network, generate the accelerator, load the program and run test images on it; every
+    layer's spikes must equal the golden model (run_snn, layer timing) step by step and the outputs the
+    integer QANN (exit 1 otherwise, the first mismatch printed with layer, tile, step, neuron)."""
+    import numpy as np
+
+    from .sw.ir import Network
+    ctx = click.get_current_context()
+    if network_file:
+        _refuse_inapplicable(ctx, ["model"], "with --network (the network file runs)")
+    check_target(out, kind="folder", option="--out")
+    with Progress(console, "simulate network") as p:
+        net = Network.load(network_file) if network_file else api._network(model, p)
+        spec = _fitted_spec(net, spec_fields)
+        c = api.run_network(net, spec, images=images, simulator=simulator, idle=idle, backpressure=backpressure,
+                            seed=seed, progress=p)
+        with output_folder(out, option="--out", info={"command": "simulate network"}) as folder:
+            (folder.path / "plan.json").write_text(json.dumps(c.plan.to_dict(), indent=1) + "\n")
+            writes = c.images.writes()
+            np.savez_compressed(folder.path / "program.npz", tile=writes[:, 0].astype(np.int64),
+                                mem=writes[:, 1].astype(np.int64), addr=writes[:, 2].astype(np.int64),
+                                data=np.array([format(int(d), "x") for d in writes[:, 3]]))
+            for i, r in enumerate(c.runs):
+                np.savez_compressed(folder.path / f"spikes{i}.npz", spikes=r.spikes,
+                                    columns=np.array(["step", "tile", "neuron", "value"]))
+            results = {"model": network_file or model, "spec": spec.to_dict(), "simulator": simulator,
+                       "images": len(c.runs), "mismatched_images": c.mismatched_images,
+                       "images_with_errors": c.images_with_errors, "accuracy": {
+                           "qann": c.qann_accuracy, "snn": c.snn_accuracy, "rtl": c.rtl_accuracy},
+                       "per_image": [{"steps": r.steps, "spikes": r.run_spikes, "cycles": r.run_cycles,
+                                      "mismatch": None if m is None else str(m), "errors": {
+                                          f"{k[0]}:{k[1]}": v for k, v in r.errors.items()}}
+                                     for r, m in zip(c.runs, c.mismatches)]}
+            (folder.path / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+            if not c.passed:
+                folder.fail("the accelerator differs from the golden model or an error counter moved")
+    table = Table("image", "steps", "spikes", "cycles", "errors", "RTL vs golden (every layer) and QANN",
+                  title=f"{network_file or model} on {len(c.images.tiles)} tiles x {spec.lanes} lanes ({simulator})")
+    for i, (r, m) in enumerate(zip(c.runs, c.mismatches)):
+        table.add_row(str(i), str(r.steps), str(r.run_spikes), str(r.run_cycles),
+                      "0" if not r.errors else f"[red]{r.errors}[/]",
+                      "[green]equal[/]" if m is None else f"[red]{m}[/]")
+    console.print(table)
+    console.print(f"accuracy on {len(c.runs)} images: QANN {100 * c.qann_accuracy:.1f} %, SNN "
+                  f"{100 * c.snn_accuracy:.1f} %, RTL {100 * c.rtl_accuracy:.1f} %; results in {out}/")
+    sys.exit(0 if c.passed else 1)
+
+
+@generate.command("accelerator")
+@click.option("--model", default=None, help="Size the tile counts for this embedded model (else give them).")
+@functools.partial(_spec_options, fit=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="out/accelerator", show_default=True)
+def generate_accelerator(model, out, **spec_fields):
+    """Verilog of the accelerator for a hardware spec (neuron tiles so far) and its format JSON; any
+    network compiled for that spec runs on it (the program is loaded at run time)."""
+    missing = [k for k in ("neuron_tiles", "matmul_tiles", "unit_tiles") if spec_fields[k] is None]
+    if missing and model is None:
+        raise click.UsageError(f"give --model to fit the tile counts, or all of "
+                               f"{', '.join('--' + k.replace('_', '-') for k in missing)}")
+    with Progress(console, "generate accelerator") as p:
+        spec = _fitted_spec(api._network(model, p) if missing else None, spec_fields)
+        with output_folder(out, option="--out", info={"command": "generate accelerator"}) as folder:
+            paths = api.generate_accelerator(spec, folder.path)
+    console.print(f"accelerator: {spec.neuron_tiles} neuron tiles of {spec.neurons} neurons x {spec.lanes} lanes")
+    for k, path in paths.items():
+        console.print(f"  {k}: {folder.target / path.name}")
 
 
 def _read_trace(path):

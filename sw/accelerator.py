@@ -18,9 +18,11 @@ from .program import ConfigFormat, TILE_REGISTERS
 
 __all__ = ["AcceleratorFormat", "CmdOp", "RespKind", "TILE_COUNTERS", "NETWORK_COUNTERS"]
 
-#: The counters a ``COUNTERS tile`` command returns, in order, for a tile and (``tile = tiles``) the network.
+#: The counters a ``COUNTERS tile`` command returns, in order, for a tile and (``tile = tiles``) the network
+#: (``run_cycles``: cycles from the last ``RUN`` command to its ``DONE``; ``run_events``: events the bus
+#: moved during it).
 TILE_COUNTERS = ("rejected", "product_overflows", "overflows", "route_rejected")
-NETWORK_COUNTERS = ("bus_rejected", "rejected_commands")
+NETWORK_COUNTERS = ("bus_rejected", "rejected_commands", "run_cycles", "run_events")
 
 
 class CmdOp(enum.IntEnum):

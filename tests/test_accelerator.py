@@ -20,7 +20,7 @@ QCNN_SPEC = HardwareSpec(neuron_tiles=3, matmul_tiles=0, unit_tiles=0, neurons=5
 
 @pytest.fixture(scope="module")
 def qcnn():
-    return api.convert("qcnn", flow="crnn").network
+    return api.convert("qcnn", flow="crnn")
 
 
 def _inputs(net, n):
@@ -35,7 +35,7 @@ def _check(net, images, runs, x):
         golden = run_snn(net, x[i:i + 1], timing="layer", record=0)
         mismatch = compare_layers(images, run, golden.traces, qann.output[i])
         assert mismatch is None, f"image {i}: {mismatch}"
-        assert not any(run.counters.values()), {k: v for k, v in run.counters.items() if v}
+        assert not run.errors, run.errors
         assert run.run_spikes == len(run.spikes) == int(golden.spikes_total[0])
 
 
@@ -49,7 +49,7 @@ def test_images_route_every_synapse_once(qcnn):
 
 
 def test_a_network_the_tiles_cannot_run_is_refused():
-    vit = api.convert("vit_qann_L16").network
+    vit = api.convert("vit_qann_L16")
     spec = HardwareSpec(neuron_tiles=64, matmul_tiles=8, unit_tiles=16)
     with pytest.raises(DoesNotFitError, match="no tile yet for .*(softmax|layernorm|matmul)"):
         build_images(vit, compile_network(vit, spec))
@@ -64,7 +64,29 @@ def test_fanout_over_the_limit_names_the_layer(qcnn):
 
 @pytest.mark.verilator
 def test_qcnn_on_verilator_equals_the_golden_model_layer_by_layer(qcnn):
-    images = build_images(qcnn, compile_network(qcnn, QCNN_SPEC))
+    images = build_images(qcnn, compile_network(qcnn, api.fit_spec(qcnn)))     # the CLI's default accelerator
     x, counts = _inputs(qcnn, 3)
     runs = run_accelerator(images, counts, max_steps=64, idle=0.2, backpressure=0.3, seed=3)
     _check(qcnn, images, runs, x)
+
+
+@pytest.mark.verilator
+def test_simulate_network_command(tmp_path):
+    import json
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "spikeforge.cli", "simulate", "network", "--images", "2",
+                        "--backpressure", "0.2", "-o", "net"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((tmp_path / "net" / "results.json").read_text())
+    assert res["mismatched_images"] == 0 and res["images"] == 2 and res["accuracy"]["rtl"] == res["accuracy"]["qann"]
+    assert {"plan.json", "program.npz", "spikes0.npz", "spikes1.npz"} <= {p.name for p in (tmp_path / "net").iterdir()}
+
+
+def test_generate_accelerator_writes_verilog(tmp_path):
+    from spikeforge.sw.compile import HardwareSpec
+    paths = api.generate_accelerator(HardwareSpec(neuron_tiles=2, matmul_tiles=0, unit_tiles=0, neurons=64,
+                                                  synapse_words=128, route_words=256), tmp_path)
+    assert "module spikeforge_accelerator" in paths["verilog"].read_text()
+    with pytest.raises(ValueError, match="neuron tiles only so far.*set both to 0"):
+        api.generate_accelerator(HardwareSpec(neuron_tiles=2, matmul_tiles=1, unit_tiles=0), tmp_path)

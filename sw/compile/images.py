@@ -110,13 +110,13 @@ def _check_widths(L, node, fmt: AcceleratorFormat):
 def build_images(net: Network, plan: Plan, fmt: AcceleratorFormat | None = None) -> Images:
     """The program of ``plan`` (compiled from ``net``) for the accelerator ``fmt`` (default: the plan's
     spec)."""
-    fmt = fmt or AcceleratorFormat.from_spec(plan.spec)
-    tfmt = fmt.tile
-    P, kb = fmt.lanes, tfmt.k_bits
     other = [L for L in plan.layers if L.kind != "neuron" or L.op != "linear"]
     if other:
         raise DoesNotFitError("the accelerator runs linear + ST-BIF layers on neuron tiles so far; no tile yet for "
                               + ", ".join(f"{L.name!r} ({L.op})" for L in other))
+    fmt = fmt or AcceleratorFormat.from_spec(plan.spec)
+    tfmt = fmt.tile
+    P, kb = fmt.lanes, tfmt.k_bits
     layer_of = {L.name: L for L in plan.layers}
     slices = [s for s in plan.slices if s.kind == "neuron"]
     by_layer: dict[str, list] = {}
