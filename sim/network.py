@@ -222,3 +222,51 @@ def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max
             return pickle.load(f)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class RunCosts:
+    """What one inference cost on the accelerator, counted from its spike log and the program: the
+    accumulate beats each tile received (one lane group of one input event; bias once after ``CLEAR``),
+    the synaptic accumulates (routed spike x destination columns) and input MACs (analog input event x
+    columns), and the cycle lower bounds: **busiest tile** = max over tiles of beats + sweeps (N/P per
+    step; a readout tile does not sweep), **balanced** = their sum / tiles."""
+    beats: np.ndarray
+    acs: int
+    macs: int
+    busiest_bound: int
+    balanced_bound: float
+
+    @property
+    def energy_pj(self) -> float:
+        """SpikeZIP-TF's model (4.6 pJ per MAC, 0.9 pJ per AC) on the counted operations."""
+        from ..sw.energy import mac_ac_energy
+        return mac_ac_energy(self.macs, self.acs)
+
+
+def run_costs(images: Images, run: SampleRun, counts) -> RunCosts:
+    """:class:`RunCosts` of ``run`` (a logged run) on input ``counts``."""
+    P, N = images.fmt.lanes, images.fmt.neurons
+    progs = [im.program for im in images.tiles]
+    groups = np.array([p.groups(P) for p in progs])
+    cols = np.array([p.cols for p in progs])
+    beats = np.array([p.tokens * groups[i] if p.bias is not None else 0 for i, p in enumerate(progs)], np.int64)
+    events = images.input_events(counts)
+    np.add.at(beats, events[:, 0], groups[events[:, 0]])
+    macs = int(cols[events[:, 0]].sum())
+    acs = 0
+    for im in images.tiles:
+        sel = run.spikes[:, 1] == im.tile
+        if not sel.any() or not len(im.route):
+            continue
+        spk = run.spikes[sel, 2]
+        start, cnt = im.pointer[spk, 0], im.pointer[spk, 1]
+        for dest in np.unique(im.route[:, 0]):
+            here = im.route[:, 0] == dest
+            c = np.concatenate([[0], np.cumsum(here)])
+            n = int((c[start + cnt] - c[start]).sum())          # routed events spike -> dest
+            beats[dest] += n * groups[dest]
+            acs += n * int(cols[dest])
+    sweeps = np.array([0 if p.readout else N // P for p in progs]) * run.steps
+    work = beats + sweeps
+    return RunCosts(beats, acs, macs, int(work.max()), float(work.sum() / len(work)))
