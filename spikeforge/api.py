@@ -516,9 +516,11 @@ class NetworkCheck:
     """A network run on the generated accelerator: per image, the first mismatch against the golden
     model (``None`` = bit-exact layer by layer and output), error counters, cycles and predictions."""
     model: str
+    net: object
     spec: object
     plan: object
     images: object
+    counts: object
     runs: list
     mismatches: list
     qann_accuracy: float
@@ -542,6 +544,11 @@ class NetworkCheck:
     @property
     def cycles_mean(self) -> float:
         return sum(r.run_cycles for r in self.runs) / max(1, len(self.runs))
+
+    def costs(self) -> list:
+        """Per image :class:`~spikeforge.sim.network.RunCosts` (beats, ACs, MACs, cycle bounds, energy)."""
+        from .sim.network import run_costs
+        return [run_costs(self.images, r, c) for r, c in zip(self.runs, self.counts)]
 
 
 def run_network(net, spec=None, *, images: int = 4, simulator: str = "verilator", idle: float = 0.0,
@@ -581,7 +588,7 @@ def run_network(net, spec=None, *, images: int = 4, simulator: str = "verilator"
         mismatches.append(compare_layers(images_, r, g.traces, qann.output[i]))
     rtl = torch.tensor([int(outputs_of(images_, r).argmax()) for r in runs])
     acc = lambda logits: float((logits.reshape(len(y), -1).argmax(-1) == y).double().mean())   # noqa: E731
-    return NetworkCheck(name, spec, plan, images_, runs, mismatches, acc(qann.output), acc(snn.output),
+    return NetworkCheck(name, net, spec, plan, images_, counts, runs, mismatches, acc(qann.output), acc(snn.output),
                         float((rtl == y).double().mean()), simulator)
 
 

@@ -755,10 +755,14 @@ def network_show(path):
               help="Output folder (replaced whole when the run finishes; left as it was if interrupted).")
 @click.option("--synth/--no-synth", default=True, show_default=True, help="Run yosys + nextpnr on the default core.")
 @click.option("--events", type=POSITIVE, default=2000, show_default=True, help="Random input events per core.")
-def demo(out, synth, events):
-    """Run what exists of the chain end to end on the default cores (Verilator target)."""
+@click.option("--images", type=POSITIVE, default=8, show_default=True,
+              help="Test images the network runs on the accelerator.")
+def demo(out, synth, events, images):
+    """Run the chain end to end: an embedded network converted, compiled onto tiles and run on the
+    generated accelerator (Verilator), bit-exact against its golden model; then the default neuron
+    cores replayed on Verilator, and the ST-BIF core on an ECP5-25F."""
     from .demo import run_demo
-    ok = run_demo(out, synth=synth, events=events, console=console)
+    ok = run_demo(out, synth=synth, events=events, images=images, console=console)
     sys.exit(0 if ok else 1)
 
 
