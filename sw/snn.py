@@ -13,6 +13,7 @@ Two semantics of the same :class:`~spikeforge.sw.ir.Network`:
 
 The only Python loop is over steps (and nodes); everything per neuron or per spike is a tensor op.
 Integers stay int64; products go through float64 BLAS, exact because every bound is far below 2^53.
+Softmax / LayerNorm units evaluate the bit-exact integer ``f`` of :mod:`spikeforge.sw.units`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .ir import Network, Node, gathered_shape
+from . import units as _units
 from .neurons import model_from_dict
 
 __all__ = ["encode_input", "run_qann", "run_snn", "QannRun", "SnnRun", "compare_runs", "Mismatch", "ann_macs",
@@ -70,20 +71,10 @@ def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a.double(), b.double()).round().to(torch.int64)
 
 
-def _levels(y: torch.Tensor, p: dict) -> torch.Tensor:
-    return torch.clamp(torch.floor(y / p["out_step"] + 0.5), p["n_min"], p["n_max"]).to(torch.int64)
-
-
 def unit_function(node: Node, total: torch.Tensor) -> torch.Tensor:
-    """``f`` of a softmax / LayerNorm unit: integer input totals ``[B, R, C]`` -> output levels."""
-    p = node.params
-    x = total.double() * p["in_scale"]
-    if node.op == "softmax":
-        y = torch.softmax(x, -1)
-    else:
-        y = F.layer_norm(x, (x.shape[-1],), torch.from_numpy(node.arrays["gamma"]),
-                         torch.from_numpy(node.arrays["beta"]), p["eps"])
-    return _levels(y, p)
+    """``f`` of a softmax / LayerNorm unit: integer input totals ``[B, R, C]`` -> output levels, in the
+    bit-exact integer arithmetic the RTL uses (:mod:`spikeforge.sw.units`)."""
+    return _units.unit_function(node, total)
 
 
 @dataclass
@@ -237,10 +228,14 @@ def ann_macs(net: Network) -> int:
     return total
 
 
-def run_qann(net: Network, x: torch.Tensor) -> QannRun:
-    """Evaluate the integer QANN the network stands for (one shot, no spikes)."""
+def run_qann(net: Network, x: torch.Tensor, units: str = "exact") -> QannRun:
+    """Evaluate the integer QANN the network stands for (one shot, no spikes); ``units="float"`` evaluates
+    softmax / LayerNorm in float64 instead of the bit-exact integer ``f`` (to measure its error)."""
+    if units not in ("exact", "float"):
+        raise ValueError(f"units={units!r}: use 'exact' (the integer f every simulator shares) or 'float'")
     counts = encode_input(net, x)
     g = _gathers(net)
+    consts = {n.name: _units.unit_constants(n) for n in net if n.op in ("softmax", "layernorm")}
     values: dict[str, torch.Tensor] = {}
     for n in net:
         ins = [gi(values) for gi in g[n.name]]
@@ -257,7 +252,8 @@ def run_qann(net: Network, x: torch.Tensor) -> QannRun:
         elif n.op == "matmul":
             out = n.params["gain"] * _mm(ins[0], ins[1])
         elif n.op in ("softmax", "layernorm"):
-            out = unit_function(n, ins[0])
+            out = (_units.unit_function(n, ins[0], consts[n.name]) if units == "exact"
+                   else _units.unit_function_float(n, ins[0]))
         elif n.op == "sum":
             out = ins[0].sum(-1)
         elif n.op == "rnn":
@@ -294,6 +290,7 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
     """
     delayed = _delayed_ops(timing)
     counts = encode_input(net, x)
+    unit_consts = {n.name: _units.unit_constants(n) for n in net if n.op in ("softmax", "layernorm")}
     batch = counts.shape[0]
     g = _gathers(net)
     models = {n.name: model_from_dict(n.params["model"]) for n in net if n.op == "neuron"}
@@ -356,7 +353,7 @@ def run_snn(net: Network, x: torch.Tensor, max_steps: int = 256, record: int | N
             elif n.op in ("softmax", "layernorm"):
                 total = unit_total.get(n.name, 0) + ins[0]
                 unit_total[n.name] = total
-                level = unit_function(n, total)
+                level = _units.unit_function(n, total, unit_consts[n.name])
                 out = level - unit_prev.get(n.name, 0)
                 unit_prev[n.name] = level
                 unit_evals += (ins[0] != 0).any(-1).sum(-1) if t else torch.full_like(unit_evals, ins[0].shape[1])
