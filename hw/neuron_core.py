@@ -90,6 +90,10 @@ class NeuronCore(wiring.Component):
         The neuron parameters the model allows to be set at run time (ST-BIF/BIF: ``theta``, ``s_min``,
         ``s_max``), held steady by the user; ``CLEAR`` writes the initial state they give. The model
         still fixes the kind, the widths and the window.
+    active_groups : ``In(range(N / P + 1))``, only with ``runtime_params=True``
+        A ``STEP`` sweeps groups ``0 .. active_groups - 1`` only (at least one; 0 means all): a program
+        that uses fewer neurons than the core has does not pay for the rest. ``CLEAR`` still initialises
+        every group. Neurons beyond it must receive no input (they would never be updated).
     """
 
     def __init__(self, model: NeuronModel, *, neurons: int, lanes: int = 1, counter_width: int = 32,
@@ -125,7 +129,8 @@ class NeuronCore(wiring.Component):
             "truncations": Out(counter_width),
             "rejected": Out(counter_width),
             "idle": Out(1),
-            **({"params": In(self.param_layout(model))} if self.runtime_params else {}),
+            **({"params": In(self.param_layout(model)), "active_groups": In(range(self.groups + 1))}
+               if self.runtime_params else {}),
         })
 
     @staticmethod
@@ -187,10 +192,16 @@ class NeuronCore(wiring.Component):
         s0_current = Signal(self.event_layout.members["current"])
         seq_active, seq_init = Signal(), Signal()
         seq_group = Signal(range(G + 1))
+        sweep_end = Signal(range(G + 1))          # the group after the last one this sweep updates
+        if self.runtime_params:
+            active = self.active_groups
+            m.d.comb += sweep_end.eq(Mux(seq_init | (active == 0) | (active > G), G, active))
+        else:
+            m.d.comb += sweep_end.eq(G)
         ev = self.events.payload
         with m.If(seq_active):
             m.d.comb += [s0_valid.eq(1), s0_group.eq(seq_group)]
-            with m.If(seq_group == G):
+            with m.If(seq_group == sweep_end):
                 m.d.comb += s0_op.eq(Mux(seq_init, _Op.END_CLEAR, _Op.END_STEP))
                 with m.If(adv):
                     m.d.sync += seq_active.eq(0)

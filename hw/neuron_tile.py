@@ -151,6 +151,9 @@ class NeuronTile(wiring.Component):
         readout = Signal(init=regs0["readout"])
         has_bias = Signal(init=regs0["bias"])
         m.d.comb += [params.theta.eq(theta), params.s_min.eq(s_min), params.s_max.eq(s_max)]
+        active = Signal.like(core.active_groups)        # the sweep covers the program's neurons only
+        m.d.sync += active.eq(tokens * groups)
+        m.d.comb += core.active_groups.eq(active)
         registers = dict(zip(TILE_REGISTERS, (tokens, groups, fan_in, theta, s_min, s_max, readout, has_bias)))
 
         # ---- memories: synapses [words] x P weights, bias [core groups] x P currents ----------------------------

@@ -90,3 +90,37 @@ def test_generate_accelerator_writes_verilog(tmp_path):
     assert "module spikeforge_accelerator" in paths["verilog"].read_text()
     with pytest.raises(ValueError, match="neuron tiles only so far.*set both to 0"):
         api.generate_accelerator(HardwareSpec(neuron_tiles=2, matmul_tiles=1, unit_tiles=0), tmp_path)
+
+
+def test_malformed_commands_and_events_are_rejected_and_counted():
+    """On the Amaranth simulator: unknown ops, tiles out of range and events no tile can take are dropped
+    and counted where they are found; the accelerator keeps working (RUN still finishes)."""
+    from spikeforge.hw.accelerator import Accelerator
+    from spikeforge.sim.amaranth_sim import run_amaranth
+    from spikeforge.sim.bench import StreamSink, StreamSource, run_until
+    from spikeforge.sw.accelerator import NETWORK_COUNTERS, TILE_COUNTERS, AcceleratorFormat, CmdOp, RespKind
+    fmt = AcceleratorFormat.from_spec(HardwareSpec(neuron_tiles=2, matmul_tiles=0, unit_tiles=0, neurons=16,
+                                                   synapse_words=32, route_words=32, max_fanout=4))
+    accel = Accelerator(fmt)
+    cmds = [{"op": 9}, {"op": CmdOp.WRITE, "tile": 3}, {"op": CmdOp.READ, "tile": 3},
+            {"op": CmdOp.EVENT, "tile": 2, "addr": 1, "data": 1},        # no tile 2: the bus drops it
+            {"op": CmdOp.EVENT, "tile": 0, "addr": 5, "data": 1},        # tile 0 is empty: it rejects it
+            {"op": CmdOp.RUN, "data": 2}, {"op": CmdOp.COUNTERS, "tile": 0}, {"op": CmdOp.COUNTERS, "tile": 2}]
+
+    async def bench_fn(bench):
+        src = StreamSource(bench, "commands", accel.commands.payload.shape(), idle=0.3)
+        sink = StreamSink(bench, "responses", accel.responses.payload.shape(), backpressure=0.3)
+        for c in cmds:
+            src.put({"op": int(c["op"]), "tile": c.get("tile", 0), "mem": 0, "addr": c.get("addr", 0),
+                     "data": c.get("data", 0)})
+        n = 1 + len(TILE_COUNTERS) + len(NETWORK_COUNTERS)
+        await run_until(bench, [src, sink], lambda: len(sink.received) >= n, max_cycles=5000, what="commands")
+        return sink.received
+
+    got = run_amaranth(accel, bench_fn)
+    done = [g for g in got if g["kind"] == RespKind.DONE]
+    assert len(done) == 1 and done[0]["step"] == 2
+    counters = {(g["tile"], g["addr"]): g["data"] for g in got if g["kind"] == RespKind.COUNTER}
+    tile0 = dict(zip(TILE_COUNTERS, (counters[(0, i)] for i in range(len(TILE_COUNTERS)))))
+    net = dict(zip(NETWORK_COUNTERS, (counters[(2, i)] for i in range(len(NETWORK_COUNTERS)))))
+    assert tile0["rejected"] == 1 and net["bus_rejected"] == 1 and net["rejected_commands"] == 3
