@@ -206,24 +206,43 @@ class NeuronTile(wiring.Component):
         in_k = ev.axon & ((1 << fmt.k_bits) - 1)
         lo, hi = signed_range(fmt.current_width)
 
-        adv = Signal()                              # stage B is free or hands its beat to the core now
-        m.d.comb += adv.eq(~b_valid | core.events.ready)
+        c_valid = Signal()
+        adv = Signal()                              # the pipeline moves: its last stage is empty or taken now
+        m.d.comb += adv.eq(~c_valid | core.events.ready)
         m.d.comb += [rd.addr.eq(k * groups + j), brd.addr.eq(token * groups + j), rd.en.eq(adv), brd.en.eq(adv)]
         last_group = j == groups - 1
 
-        # stage B: the beat
+        # stage B: the words read (block-RAM output) are registered; stage C: the products, saturated and
+        # registered, are the beat the core takes (block RAM -> multiply -> saturate -> core in one cycle
+        # measured 36 MHz on ECP5; split in three it is no longer the critical path)
+        c_group = Signal.like(ce.group)
+        c_current = Signal.like(ce.current)
+        c_over = Signal(P)
+        b2_valid, b2_bias = Signal(), Signal()
+        b2_group = Signal.like(ce.group)
+        b2_value = Signal(signed(fmt.value_bits))
+        b2_w = Signal(wlayout)
+        b2_b = Signal(blayout)
+        with m.If(adv):
+            m.d.sync += [b2_valid.eq(b_valid), b2_bias.eq(b_bias), b2_group.eq(b_group), b2_value.eq(b_value),
+                         b2_w.eq(rd.data), b2_b.eq(brd.data)]
         over = Signal(P)                           # lanes whose product saturates
+        current = Signal.like(ce.current)
         for lane in range(P):
             prod = Signal(signed(fmt.weight_bits + fmt.value_bits), name=f"prod{lane}")
-            m.d.comb += [prod.eq(rd.data[lane] * b_value), over[lane].eq(~b_bias & ((prod > hi) | (prod < lo)))]
-            with m.If(b_bias):
-                m.d.comb += ce.current[lane].eq(brd.data[lane])
+            m.d.comb += [prod.eq(b2_w[lane] * b2_value), over[lane].eq(~b2_bias & ((prod > hi) | (prod < lo)))]
+            with m.If(b2_bias):
+                m.d.comb += current[lane].eq(b2_b[lane])
             with m.Else():
-                m.d.comb += ce.current[lane].eq(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))
-        with m.If(b_valid):
-            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(b_group)]
-            with m.If(core.events.ready & over.any()):
-                m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows, popcount(over)))
+                m.d.comb += current[lane].eq(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))
+        with m.If(adv):
+            m.d.sync += [c_valid.eq(b2_valid), c_group.eq(b2_group), c_current.eq(current),
+                         c_over.eq(Mux(b2_valid, over, 0))]
+        with m.If(c_valid):
+            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(c_group),
+                         ce.current.eq(c_current)]
+        with m.If(adv & c_over.any()):                # counted as the beat leaves (or the slot empties)
+            m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows, popcount(c_over)))
 
         # stage A: issue a read per cycle while active
         with m.If(adv):
@@ -241,7 +260,7 @@ class NeuronTile(wiring.Component):
 
         # accepting input: an event when stage A is free (or frees this cycle), a marker when all is empty
         a_free = ~a_active | (adv & last_group & (~a_bias | (token == tokens - 1)))
-        drained = ~a_active & ~b_valid & ~readout_step
+        drained = ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step
         with m.If(self.inputs.valid):
             with m.Switch(ev.op):
                 with m.Case(EventOp.EVENT):
@@ -296,6 +315,7 @@ class NeuronTile(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += busy.eq(0)
-        m.d.comb += self.idle.eq(~a_active & ~b_valid & ~readout_step & core.idle & ~busy & ~core.spikes.valid &
+        m.d.comb += self.idle.eq(~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step & core.idle & ~busy &
+                                 ~core.spikes.valid &
                                  ~self.inputs.valid)
         return m
