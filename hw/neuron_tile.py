@@ -195,7 +195,6 @@ class NeuronTile(wiring.Component):
 
         a_active, a_bias = Signal(), Signal()
         token = Signal(range(max(fmt.tokens, 2)))
-        k = Signal(range(max(fmt.fan_in, 2)))
         value = Signal(signed(fmt.value_bits))
         j = Signal(range(max(fmt.max_groups, 2)))
         b_valid, b_bias = Signal(), Signal()
@@ -209,7 +208,9 @@ class NeuronTile(wiring.Component):
         c_valid = Signal()
         adv = Signal()                              # the pipeline moves: its last stage is empty or taken now
         m.d.comb += adv.eq(~c_valid | core.events.ready)
-        m.d.comb += [rd.addr.eq(k * groups + j), brd.addr.eq(token * groups + j), rd.en.eq(adv), brd.en.eq(adv)]
+        k_base = Signal(range(max(fmt.words, 2)))           # k * groups: the event's first weight word
+        t_base = Signal(range(max(fmt.neurons // P, 2)))    # token * groups: its first core lane group
+        m.d.comb += [rd.addr.eq(k_base + j), brd.addr.eq(t_base + j), rd.en.eq(adv), brd.en.eq(adv)]
         last_group = j == groups - 1
 
         # stage B: the words read (block-RAM output) are registered; stage C: the products, saturated and
@@ -244,31 +245,41 @@ class NeuronTile(wiring.Component):
         with m.If(adv & c_over.any()):                # counted as the beat leaves (or the slot empties)
             m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows, popcount(c_over)))
 
+        # stage A0 holds the next accepted event; when A takes it the products k * groups and
+        # token * groups are registered (no multiplier between a register and a block-RAM address)
+        z_valid = Signal()
+        z_token = Signal(range(max(fmt.tokens, 2)))
+        z_k = Signal(range(max(fmt.fan_in, 2)))
+        z_value = Signal(signed(fmt.value_bits))
+        a_last = a_active & last_group & (~a_bias | (token == tokens - 1))     # A's last beat is issued now
+        a_takes = z_valid & (~a_active | (adv & a_last))
+
         # stage A: issue a read per cycle while active
         with m.If(adv):
             m.d.sync += b_valid.eq(a_active)
             with m.If(a_active):
-                m.d.sync += [b_group.eq(token * groups + j), b_value.eq(value), b_bias.eq(a_bias)]
+                m.d.sync += [b_group.eq(t_base + j), b_value.eq(value), b_bias.eq(a_bias)]
                 with m.If(last_group):
                     m.d.sync += j.eq(0)
                     with m.If(~a_bias | (token == tokens - 1)):
                         m.d.sync += a_active.eq(0)
                     with m.Else():
-                        m.d.sync += token.eq(token + 1)
+                        m.d.sync += [token.eq(token + 1), t_base.eq(t_base + groups)]
                 with m.Else():
                     m.d.sync += j.eq(j + 1)
+        with m.If(a_takes):
+            m.d.sync += [k_base.eq(z_k * groups), t_base.eq(z_token * groups), value.eq(z_value), j.eq(0),
+                         a_active.eq(1), a_bias.eq(0), z_valid.eq(0)]
 
-        # accepting input: an event when stage A is free (or frees this cycle), a marker when all is empty
-        a_free = ~a_active | (adv & last_group & (~a_bias | (token == tokens - 1)))
-        drained = ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step
+        # accepting input: an event into A0 when it is free (or empties this cycle), a marker when all is empty
+        drained = ~z_valid & ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step
         with m.If(self.inputs.valid):
             with m.Switch(ev.op):
                 with m.Case(EventOp.EVENT):
-                    with m.If(a_free & ~readout_step):
+                    with m.If((~z_valid | a_takes) & ~readout_step):
                         m.d.comb += self.inputs.ready.eq(1)
                         with m.If((in_token < tokens) & (in_k < fan_in) & (groups != 0)):
-                            m.d.sync += [token.eq(in_token), k.eq(in_k), value.eq(ev.value), j.eq(0),
-                                         a_active.eq(1), a_bias.eq(0)]
+                            m.d.sync += [z_token.eq(in_token), z_k.eq(in_k), z_value.eq(ev.value), z_valid.eq(1)]
                         with m.Else():
                             m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
                 with m.Case(EventOp.STEP):
@@ -284,7 +295,7 @@ class NeuronTile(wiring.Component):
                         m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.CLEAR),
                                      self.inputs.ready.eq(core.events.ready)]
                         with m.If(core.events.ready & has_bias & (tokens != 0) & (groups != 0)):
-                            m.d.sync += [token.eq(0), j.eq(0), a_active.eq(1), a_bias.eq(1)]
+                            m.d.sync += [token.eq(0), t_base.eq(0), j.eq(0), a_active.eq(1), a_bias.eq(1)]
                 with m.Case(EventOp.READ):
                     with m.If(drained):
                         m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
@@ -315,7 +326,7 @@ class NeuronTile(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += busy.eq(0)
-        m.d.comb += self.idle.eq(~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step & core.idle & ~busy &
+        m.d.comb += self.idle.eq(~z_valid & ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step & core.idle & ~busy &
                                  ~core.spikes.valid &
                                  ~self.inputs.valid)
         return m
