@@ -144,7 +144,13 @@ class Accelerator(wiring.Component):
             wiring.connect(m, skid.o, bus.i[t])
             idles_extra.append(~skid.o.valid)
             # readback -> one STATE response per lane (the potential v)
-            rb, rsp = tile.readback, merge.i[1 + t]
+            # (a skid buffer first: the core's pipeline stalls on its readback's ready, which must come from
+            # a register, not from the response merge's arbitration)
+            rb_skid = SkidBuffer(tile.readback.payload.shape())
+            m.submodules[f"readback_skid{t}"] = rb_skid
+            wiring.connect(m, tile.readback, rb_skid.i)
+            idles_extra.append(~rb_skid.o.valid)
+            rb, rsp = rb_skid.o, merge.i[1 + t]
             lane = Signal(range(max(P, 2)), name=f"rb_lane{t}")
             # the lane's potential goes through its own signal so that every field of the payload is
             # driven by one continuous assignment (a constant field of a partly conditional payload
