@@ -10,7 +10,8 @@ The host talks to it through two ``lib.stream`` ports (layouts in :mod:`spikefor
   potentials), ``COUNTERS tile`` (a tile's error counters; ``tile = tiles`` for the network's),
   ``LOG data=1|0`` (send every spike to the host as it is emitted);
 * ``responses``: ``SPIKE tile addr=neuron step data=±1`` (logging), ``STATE tile addr=neuron data=v``,
-  ``COUNTER tile addr=index data``, ``DONE step=steps since CLEAR data=spikes of the run``.
+  ``COUNTER tile addr=index data``, ``DONE step=steps since CLEAR data=spikes of the run`` (after every
+  ``SPIKE`` of the run).
 
 The step barrier: a step starts when the network is quiet (every tile, routing table and bus FIFO
 idle), with ``STEP`` given to every tile in the same cycle; the spikes its sweep emits are routed
@@ -33,7 +34,7 @@ from .events import EventOp, event_layout
 from .fanout import FanOut
 from .neuron_tile import NeuronTile
 from .router import EventBus
-from .stream import SkidBuffer, StreamFIFO, StreamMerge
+from .stream import SkidBuffer, StreamFIFO, StreamMergeTree
 
 __all__ = ["Accelerator", "command_layout", "response_layout"]
 
@@ -95,7 +96,7 @@ class Accelerator(wiring.Component):
         m.submodules.bus = bus = EventBus(fmt.event_format, sources=T + 1, destinations=T, depth=fmt.fifo_depth,
                                           counter_width=cw)
         n_resp = 1 + 2 * T                       # controller, readback per tile, log per tile
-        m.submodules.responses = merge = StreamMerge(response_layout(fmt), n_resp)
+        m.submodules.responses = merge = StreamMergeTree(response_layout(fmt), n_resp)
         wiring.connect(m, merge.o, wiring.flipped(self.responses))
         ctrl = merge.i[0]
 
@@ -178,6 +179,11 @@ class Accelerator(wiring.Component):
         for v in idles:
             with m.If(~v):
                 m.d.comb += quiet_now.eq(0)
+        logs_empty = Signal()
+        m.d.comb += logs_empty.eq(1)
+        for log in logs:
+            with m.If(log.level != 0):
+                m.d.comb += logs_empty.eq(0)
         quiet_prev = Signal()
         m.d.sync += quiet_prev.eq(quiet_now)
         quiet = quiet_now & quiet_prev
@@ -251,7 +257,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += guard.eq(guard - 1)
                 with m.Elif(quiet):
                     with m.If(steps_left == 0):
-                        m.next = "DONE"
+                        m.next = "LOGS"
                     with m.Else():
                         m.d.sync += [ctrl_valid.eq((1 << T) - 1), ctrl_op.eq(EventOp.STEP), step_spikes.eq(0),
                                      guard.eq(3)]
@@ -265,9 +271,12 @@ class Accelerator(wiring.Component):
                     m.d.sync += [step.eq(step + 1), steps_left.eq(steps_left - 1),
                                  run_spikes.eq(saturating_increment(run_spikes, step_spikes))]
                     with m.If(until_quiet & (step != 0) & (step_spikes == 0)):
-                        m.next = "DONE"
+                        m.next = "LOGS"
                     with m.Else():
                         m.next = "BARRIER"
+            with m.State("LOGS"):                  # DONE follows every spike log of the run to the host
+                with m.If(logs_empty & ~merge.busy):
+                    m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [ctrl.valid.eq(1), ctrl.payload.kind.eq(RespKind.DONE), ctrl.payload.step.eq(step),
                              ctrl.payload.data.eq(run_spikes)]

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from ..sw.fixed import check_int
 from .arith import saturating_increment
 
-__all__ = ["StreamFIFO", "SkidBuffer", "StreamMerge", "StreamDemux"]
+__all__ = ["StreamFIFO", "SkidBuffer", "StreamMerge", "StreamMergeTree", "StreamDemux"]
 
 
 def _checked(component, checks):
@@ -123,6 +123,60 @@ class StreamMerge(wiring.Component):
                              self.i[idx].ready.eq(self.o.ready)]
         with m.If(self.o.valid):
             m.d.sync += [last.eq(grant), held.eq(~self.o.ready)]
+        return m
+
+
+class StreamMergeTree(wiring.Component):
+    """Merge ``n`` streams through a tree of :class:`StreamMerge` of at most ``fan_in`` inputs, each
+    followed by a :class:`SkidBuffer`: the arbitration and payload multiplexer of a level stay within one
+    cycle whatever ``n`` (one wide merge is an ``n``-way priority chain). Full throughput; beats of one
+    input keep their order; round-robin at every level (an input of a fuller subtree waits longer).
+
+    Members
+    -------
+    i : ``In(stream.Signature(shape)).array(n)``
+    o : ``Out(stream.Signature(shape))``
+    busy : ``Out(1)`` — a beat is held inside the tree
+    """
+
+    def __init__(self, shape, n: int, *, fan_in: int = 4):
+        _checked(self, lambda: (check_int("n", n, minimum=1), check_int("fan_in", fan_in, minimum=2)))
+        self.shape, self.n, self.fan_in = shape, n, fan_in
+        super().__init__({"i": In(stream.Signature(shape)).array(n), "o": Out(stream.Signature(shape)),
+                          "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        level = [self.i[k] for k in range(self.n)]
+        holds = []
+        depth = 0
+        while len(level) > 1:
+            nxt = []
+            for g in range(0, len(level), self.fan_in):
+                group = level[g:g + self.fan_in]
+                merge, skid = StreamMerge(self.shape, len(group)), SkidBuffer(self.shape)
+                m.submodules[f"merge{depth}_{g}"], m.submodules[f"skid{depth}_{g}"] = merge, skid
+                for k, src in enumerate(group):
+                    if depth == 0:
+                        wiring.connect(m, wiring.flipped(src), merge.i[k])
+                    else:
+                        wiring.connect(m, src, merge.i[k])
+                wiring.connect(m, merge.o, skid.i)
+                holds.append(skid.o.valid)
+                nxt.append(skid.o)
+            level, depth = nxt, depth + 1
+        if depth == 0:                           # one input: just the register stage
+            m.submodules.skid = skid = SkidBuffer(self.shape)
+            wiring.connect(m, wiring.flipped(self.i[0]), skid.i)
+            holds.append(skid.o.valid)
+            level = [skid.o]
+        wiring.connect(m, level[0], wiring.flipped(self.o))
+        busy = Signal()
+        m.d.comb += busy.eq(0)
+        for h in holds:
+            with m.If(h):
+                m.d.comb += busy.eq(1)
+        m.d.comb += self.busy.eq(busy)
         return m
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from spikeforge.hw.events import EventOp, event_layout, event_signature
 from spikeforge.hw.stream import SkidBuffer, StreamDemux, StreamFIFO, StreamMerge
 from spikeforge.sim.amaranth_sim import run_amaranth
-from spikeforge.sim.bench import StreamSink, StreamSource, run_until
+from spikeforge.sim.bench import StreamSink, StreamSource, clock, run_until
 from spikeforge.sw.events import EventFormat
 from spikeforge.sw.events import EventOp as SwEventOp
 
@@ -139,3 +139,26 @@ def test_event_format_refuses_fields_that_do_not_fit():
     assert event_signature(fmt) == event_signature(EventFormat(3, 9, 4))
     assert event_signature(fmt) != event_signature(EventFormat(3, 9, 5))
     assert np.dtype(fmt.dtype).names == ("op", "tile", "axon", "value")
+
+
+@pytest.mark.parametrize("n,fan_in", [(1, 4), (3, 2), (7, 4), (10, 3)])
+def test_merge_tree_keeps_every_beat_and_each_inputs_order(n, fan_in):
+    from spikeforge.hw.stream import StreamMergeTree
+    tree = StreamMergeTree(unsigned(12), n, fan_in=fan_in)
+    sent = {k: [(k << 6) | j for j in range(25)] for k in range(n)}
+
+    async def bench_fn(bench):
+        srcs = [StreamSource(bench, f"i__{k}", unsigned(12), idle=0.4, rng=random.Random(k)) for k in range(n)]
+        sink = StreamSink(bench, "o", unsigned(12), backpressure=0.4, rng=random.Random(99))
+        for k, s in enumerate(srcs):
+            for v in sent[k]:
+                s.put(v)
+        await run_until(bench, srcs + [sink], lambda: len(sink.received) >= 25 * n, max_cycles=20000, what="tree")
+        for _ in range(10):
+            await clock(bench, srcs + [sink])
+        return sink.received, bench.get("busy")
+
+    got, busy = run_amaranth(tree, bench_fn)
+    assert len(got) == 25 * n and busy == 0
+    for k in range(n):
+        assert [v for v in got if v >> 6 == k] == sent[k]
