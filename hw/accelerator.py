@@ -22,9 +22,8 @@ time; ``RUN`` and ``CLEAR`` complete before the next command.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
-from amaranth.lib import data
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.accelerator import NETWORK_COUNTERS, TILE_COUNTERS, AcceleratorFormat, CmdOp, RespKind
@@ -174,16 +173,8 @@ class Accelerator(wiring.Component):
 
         # ---- quiet: nothing held or offered anywhere in the network (two cycles in a row) ---------------
         idles = [bus.idle, ~ctrl_valid.any()] + [t.idle for t in tiles] + [f.idle for f in fans] + idles_extra
-        quiet_now = Signal()
-        m.d.comb += quiet_now.eq(1)
-        for v in idles:
-            with m.If(~v):
-                m.d.comb += quiet_now.eq(0)
-        logs_empty = Signal()
-        m.d.comb += logs_empty.eq(1)
-        for log in logs:
-            with m.If(log.level != 0):
-                m.d.comb += logs_empty.eq(0)
+        quiet_now, logs_empty = Signal(), Signal()
+        m.d.comb += [quiet_now.eq(Cat(*idles).all()), logs_empty.eq(Cat(*(log.level == 0 for log in logs)).all())]
         quiet_prev = Signal()
         m.d.sync += quiet_prev.eq(quiet_now)
         quiet = quiet_now & quiet_prev

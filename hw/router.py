@@ -14,7 +14,7 @@ that decide between the two.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -93,15 +93,7 @@ class EventBus(wiring.Component):
         with m.If(found):
             m.d.sync += last.eq(pick)
         m.d.comb += self.moved.eq(found)
-        offered = Signal()
-        m.d.comb += offered.eq(0)
-        for s in range(n):
-            with m.If(self.i[s].valid):
-                m.d.comb += offered.eq(1)
-        empty = Signal()
-        m.d.comb += empty.eq(1)
-        for q in fifos:
-            with m.If(q.level != 0):
-                m.d.comb += empty.eq(0)
+        offered = Cat(*(self.i[k].valid for k in range(n))).any()
+        empty = Cat(*(q.level == 0 for q in fifos)).all()
         m.d.comb += self.idle.eq(~offered & empty)
         return m

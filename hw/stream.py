@@ -9,7 +9,7 @@ consumer side, ``o`` (or ``o[k]``) the producer side.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -171,12 +171,7 @@ class StreamMergeTree(wiring.Component):
             holds.append(skid.o.valid)
             level = [skid.o]
         wiring.connect(m, level[0], wiring.flipped(self.o))
-        busy = Signal()
-        m.d.comb += busy.eq(0)
-        for h in holds:
-            with m.If(h):
-                m.d.comb += busy.eq(1)
-        m.d.comb += self.busy.eq(busy)
+        m.d.comb += self.busy.eq(Cat(*holds).any())
         return m
 
 

@@ -459,6 +459,18 @@ class Compiled:
     images: int
 
 
+def _network(net, say):
+    """``net``, or the embedded checkpoint of that name converted with its flow."""
+    if isinstance(net, str):
+        flow = next((f for f, names in EMBEDDED_MODELS.items() if net in names), None)
+        if flow is None:
+            raise ValueError(f"no embedded model {net!r}; choose one of "
+                             f"{sorted(n for names in EMBEDDED_MODELS.values() for n in names)}")
+        say(f"converting {net} ({flow})")
+        return convert(net, flow)
+    return net
+
+
 def compile(net, spec=None, *, images: int = 16, timing: str = "layer", progress=None) -> Compiled:
     """Compile ``net`` (a :class:`~spikeforge.sw.ir.Network`, or the name of an embedded count-coded
     checkpoint, converted with its flow) for ``spec`` (a :class:`~spikeforge.sw.compile.HardwareSpec`,
@@ -468,13 +480,7 @@ def compile(net, spec=None, *, images: int = 16, timing: str = "layer", progress
     from .sw.compile import HardwareSpec, compile_network, report
     from .sw.snn import run_snn
     say = reporter(progress)
-    if isinstance(net, str):
-        flow = next((f for f, names in EMBEDDED_MODELS.items() if net in names), None)
-        if flow is None:
-            raise ValueError(f"no embedded model {net!r}; choose one of "
-                             f"{sorted(n for names in EMBEDDED_MODELS.values() for n in names)}")
-        say(f"converting {net} ({flow})")
-        net = convert(net, flow)
+    net = _network(net, say)
     spec = HardwareSpec() if spec is None else spec
     say("legalise, partition, place, route")
     plan = compile_network(net, spec)
@@ -488,17 +494,6 @@ __all__ += ["Compiled", "compile"]
 
 
 # -- the accelerator ----------------------------------------------------------------------------------------
-def _network(net, say):
-    if isinstance(net, str):
-        flow = next((f for f, names in EMBEDDED_MODELS.items() if net in names), None)
-        if flow is None:
-            raise ValueError(f"no embedded model {net!r}; choose one of "
-                             f"{sorted(n for names in EMBEDDED_MODELS.values() for n in names)}")
-        say(f"converting {net} ({flow})")
-        return convert(net, flow)
-    return net
-
-
 def fit_spec(net, spec=None):
     """The hardware spec that runs ``net``: ``spec``'s tile sizes (default :class:`HardwareSpec`'s) with as
     many tiles of each kind as the compiled network uses (the "fit this network" choice)."""
