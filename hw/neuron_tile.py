@@ -179,12 +179,13 @@ class NeuronTile(wiring.Component):
                 with m.Case(TileMemory.BIAS):
                     m.d.comb += [bwr.en.eq(1), bwr.addr.eq(cfg.addr), bwr.data.eq(cfg.data[:fmt.bias_word_bits])]
 
-        # ---- input side: a two-stage pipeline issues one ACCUMULATE beat per cycle -----------------------
-        # Stage A walks the lane groups j of the current event (weights: word k * groups + j; bias after
-        # CLEAR: word token * groups + j of the bias memory) and issues one memory read per cycle; stage B
-        # holds the word read (the read port's enable holds its data while the core stalls) and offers the
-        # beat. A new event enters A while B still holds the previous event's last beat. STEP, CLEAR and
-        # READ reach the core only once both stages are empty, so the core sees every op in input order.
+        # ---- input side: a pipeline issues one ACCUMULATE beat per cycle ---------------------------------
+        # A0 holds the accepted event; A walks its lane groups j (weights: word k * groups + j; the bias
+        # after CLEAR: word token * groups + j of the bias memory), one memory read per cycle; B is the
+        # word read (the read port's enable holds it while the core stalls), B2 the word registered, C the
+        # saturated products registered: the beat the core takes. All stages move together (``adv``);
+        # a new event enters A as the previous one issues its last read. STEP, CLEAR and READ reach the
+        # core only once every stage is empty, so the core sees every op in input order.
         ev = self.inputs.payload
         ce = core.events.payload
         out = self.outputs.payload
@@ -303,8 +304,12 @@ class NeuronTile(wiring.Component):
                             m.d.sync += [token.eq(0), t_base.eq(0), j.eq(0), a_active.eq(1), a_bias.eq(1)]
                 with m.Case(EventOp.READ):
                     with m.If(drained):
-                        m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
-                                     self.inputs.ready.eq(core.events.ready)]
+                        with m.If(ev.axon < fmt.neurons // P):
+                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
+                                         self.inputs.ready.eq(core.events.ready)]
+                        with m.Else():            # no such lane group: dropped and counted
+                            m.d.comb += self.inputs.ready.eq(1)
+                            m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
         with m.If(readout_step & ~busy & ~core.spikes.valid):     # a readout tile answers STEP at once
             m.d.sync += [fire.eq(0), end.eq(1), busy.eq(1), readout_step.eq(0)]
 

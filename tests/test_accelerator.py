@@ -105,7 +105,9 @@ def test_malformed_commands_and_events_are_rejected_and_counted():
     cmds = [{"op": 9}, {"op": CmdOp.WRITE, "tile": 3}, {"op": CmdOp.READ, "tile": 3},
             {"op": CmdOp.EVENT, "tile": 2, "addr": 1, "data": 1},        # no tile 2: the bus drops it
             {"op": CmdOp.EVENT, "tile": 0, "addr": 5, "data": 1},        # tile 0 is empty: it rejects it
-            {"op": CmdOp.RUN, "data": 2}, {"op": CmdOp.COUNTERS, "tile": 0}, {"op": CmdOp.COUNTERS, "tile": 2}]
+            {"op": CmdOp.READ, "tile": 1, "addr": 4},                     # tile 1 has 16 / 4 = 4 lane groups
+            {"op": CmdOp.RUN, "data": 2}, {"op": CmdOp.COUNTERS, "tile": 0}, {"op": CmdOp.COUNTERS, "tile": 1},
+            {"op": CmdOp.COUNTERS, "tile": 2}]
 
     async def bench_fn(bench):
         src = StreamSource(bench, "commands", accel.commands.payload.shape(), idle=0.3)
@@ -113,7 +115,7 @@ def test_malformed_commands_and_events_are_rejected_and_counted():
         for c in cmds:
             src.put({"op": int(c["op"]), "tile": c.get("tile", 0), "mem": 0, "addr": c.get("addr", 0),
                      "data": c.get("data", 0)})
-        n = 1 + len(TILE_COUNTERS) + len(NETWORK_COUNTERS)
+        n = 1 + 2 * len(TILE_COUNTERS) + len(NETWORK_COUNTERS)
         await run_until(bench, [src, sink], lambda: len(sink.received) >= n, max_cycles=5000, what="commands")
         return sink.received
 
@@ -123,4 +125,6 @@ def test_malformed_commands_and_events_are_rejected_and_counted():
     counters = {(g["tile"], g["addr"]): g["data"] for g in got if g["kind"] == RespKind.COUNTER}
     tile0 = dict(zip(TILE_COUNTERS, (counters[(0, i)] for i in range(len(TILE_COUNTERS)))))
     net = dict(zip(NETWORK_COUNTERS, (counters[(2, i)] for i in range(len(NETWORK_COUNTERS)))))
+    assert counters[(1, 0)] == 1                                    # the READ of a group tile 1 lacks
+    assert not any(g["kind"] == RespKind.STATE for g in got)
     assert tile0["rejected"] == 1 and net["bus_rejected"] == 1 and net["rejected_commands"] == 3
