@@ -63,28 +63,33 @@ async def drive_accelerator(bench: Bench, accel, images: Images, inputs, *, max_
     rng = random.Random(seed)
     src = StreamSource(bench, "commands", accel.commands.payload.shape(), idle=idle, rng=random.Random(rng.random()))
     got: list[dict] = []
+    kinds: dict[int, int] = {}
+
+    def receive(beat):
+        got.append(beat)
+        kinds[beat["kind"]] = kinds.get(beat["kind"], 0) + 1
     sink = StreamSink(bench, "responses", accel.responses.payload.shape(), backpressure=backpressure,
-                      rng=random.Random(rng.random()), on_receive=got.append)
+                      rng=random.Random(rng.random()), on_receive=receive)
     drivers = [src, sink]
     if load:
         for tile, mem, addr, data in images.writes():
             src.put(_command(fmt, {"op": CmdOp.WRITE, "tile": tile, "mem": mem, "addr": addr, "data": data}))
     src.put(_command(fmt, {"op": CmdOp.LOG, "data": int(log)}))
     runs = []
+    n_counters = fmt.tiles * len(TILE_COUNTERS) + len(NETWORK_COUNTERS)
     for counts in np.asarray(inputs):
         got.clear()
+        kinds.clear()
         cmds = host_commands(images, counts, steps=max_steps)
         reads = sum(1 for c in cmds if c["op"] == CmdOp.READ) * fmt.lanes
         for c in cmds:
             src.put(_command(fmt, c))
         for t in range(fmt.tiles + 1):
             src.put(_command(fmt, {"op": CmdOp.COUNTERS, "tile": t}))
-        n_counters = len(images.tiles) and fmt.tiles * len(TILE_COUNTERS) + len(NETWORK_COUNTERS)
 
         def done():
-            kinds = [g["kind"] for g in got]
-            return (src.done and RespKind.DONE in kinds and kinds.count(RespKind.STATE) >= reads
-                    and kinds.count(RespKind.COUNTER) >= n_counters)
+            return (src.done and kinds.get(RespKind.DONE, 0) and kinds.get(RespKind.STATE, 0) >= reads
+                    and kinds.get(RespKind.COUNTER, 0) >= n_counters)
         cycles = await _run(bench, drivers, src, sink, done, max_cycles)
         spikes = np.array([(g["step"], g["tile"], g["addr"], g["data"]) for g in got if g["kind"] == RespKind.SPIKE],
                           np.int64).reshape(-1, 4)
