@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..accelerator import AcceleratorFormat, CmdOp
+from ..fixed import check_int
 from ..ir import Network
 from ..neuron_tile import TileProgram
 from ..neurons import model_from_dict
@@ -190,7 +191,9 @@ def build_images(net: Network, plan: Plan, fmt: AcceleratorFormat | None = None)
 
 def host_commands(images: Images, counts, *, steps: int, until_quiet: bool = True) -> list[dict]:
     """The commands of one inference after the program is loaded: ``CLEAR``, the input events, ``RUN``,
-    then ``READ`` of every group of the readout tiles."""
+    then ``READ`` of every group of the readout tiles. ``steps`` (the most the run may take) must fit the
+    accelerator's step counter."""
+    check_int("steps", steps, minimum=1, maximum=(1 << images.fmt.step_bits) - 1)
     cmds = [{"op": CmdOp.CLEAR}]
     cmds += [{"op": CmdOp.EVENT, "tile": int(t), "addr": int(a), "data": int(v)}
              for t, a, v in images.input_events(counts)]
