@@ -15,6 +15,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..sw.accelerator import pointer_widths
 from ..sw.events import EventFormat
 from ..sw.fixed import check_int
 from ..sw.program import ConfigFormat, TileMemory
@@ -26,8 +27,9 @@ __all__ = ["FanOut", "pointer_layout", "route_layout"]
 
 
 def pointer_layout(route_words: int, max_fanout: int) -> data.StructLayout:
-    """``{start, count}`` of one source neuron's destination list."""
-    return data.StructLayout({"start": index_width(route_words), "count": index_width(max_fanout + 1)})
+    """``{start, count}`` of one source neuron's destination list (widths: :func:`pointer_widths`)."""
+    start, count = pointer_widths(route_words, max_fanout)
+    return data.StructLayout({"start": start, "count": count})
 
 
 def route_layout(fmt: EventFormat) -> data.StructLayout:

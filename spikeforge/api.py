@@ -522,6 +522,7 @@ class NetworkCheck:
     snn_accuracy: float
     rtl_accuracy: float
     simulator: str
+    golden_traces: list                  # per image: the golden model's per-layer traces (run_snn, layer timing)
 
     @property
     def mismatched_images(self) -> int:
@@ -576,15 +577,13 @@ def run_network(net, spec=None, *, images: int = 4, simulator: str = "verilator"
                            backpressure=backpressure, seed=seed, log=True)
     say("golden model and integer QANN")
     qann = run_qann(net, xq)
-    snn = run_snn(net, xq, timing="layer", max_steps=max_steps)
-    mismatches = []
-    for i, r in enumerate(runs):
-        g = run_snn(net, xq[i:i + 1], timing="layer", record=0, max_steps=max_steps)
-        mismatches.append(compare_layers(images_, r, g.traces, qann.output[i]))
+    goldens = [run_snn(net, xq[i:i + 1], timing="layer", record=0, max_steps=max_steps) for i in range(len(runs))]
+    mismatches = [compare_layers(images_, r, g.traces, qann.output[i]) for i, (r, g) in enumerate(zip(runs, goldens))]
     rtl = torch.tensor([int(outputs_of(images_, r).argmax()) for r in runs])
+    snn = torch.cat([g.output.reshape(1, -1) for g in goldens])
     acc = lambda logits: float((logits.reshape(len(y), -1).argmax(-1) == y).double().mean())   # noqa: E731
-    return NetworkCheck(name, net, spec, plan, images_, counts, runs, mismatches, acc(qann.output), acc(snn.output),
-                        float((rtl == y).double().mean()), simulator)
+    return NetworkCheck(name, net, spec, plan, images_, counts, runs, mismatches, acc(qann.output), acc(snn),
+                        float((rtl == y).double().mean()), simulator, [g.traces for g in goldens])
 
 
 def generate_accelerator(spec, outdir, *, name: str = "spikeforge_accelerator") -> dict[str, Path]:

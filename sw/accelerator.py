@@ -12,11 +12,12 @@ import enum
 from dataclasses import dataclass
 
 from .events import EventFormat
+from .fixed import unsigned_width_for
 from .neuron_tile import NeuronTileFormat
 from .neurons import StBif
 from .program import ConfigFormat, TILE_REGISTERS
 
-__all__ = ["AcceleratorFormat", "CmdOp", "RespKind", "TILE_COUNTERS", "NETWORK_COUNTERS"]
+__all__ = ["AcceleratorFormat", "pointer_widths", "CmdOp", "RespKind", "TILE_COUNTERS", "NETWORK_COUNTERS"]
 
 #: The counters a ``COUNTERS tile`` command returns, in order, for a tile and (``tile = tiles``) the network
 #: (``run_cycles``: cycles from the last ``RUN`` command to its ``DONE``; ``run_events``: events the bus
@@ -52,6 +53,12 @@ RespKind.BITS = 2
 
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
+
+
+def pointer_widths(route_words: int, max_fanout: int) -> tuple[int, int]:
+    """Widths of a routing-table pointer ``(start, count)``: the one definition the RTL
+    (:func:`spikeforge.hw.fanout.pointer_layout`) and the program (``Images.writes``) share."""
+    return _bits(route_words), unsigned_width_for(max_fanout)
 
 
 @dataclass(frozen=True)
@@ -114,10 +121,20 @@ class AcceleratorFormat:
     def config_format(self) -> ConfigFormat:
         t = self.tile
         addr = _bits(max(t.words, self.neurons // self.lanes, len(TILE_REGISTERS), self.neurons, self.route_words))
-        pointer = _bits(self.route_words) + _bits(self.max_fanout + 1)
-        route = self.tile_bits + self.event_format.axon_bits
+        pointer = sum(self.pointer_widths)
+        route = sum(self.route_widths)
         data = max(t.synapse_word_bits, t.bias_word_bits, self.v_width, _bits(self.neurons + 1) + 1, pointer, route)
         return ConfigFormat(addr, data)
+
+    @property
+    def pointer_widths(self) -> tuple[int, int]:
+        """``(start, count)`` widths of a routing-table pointer."""
+        return pointer_widths(self.route_words, self.max_fanout)
+
+    @property
+    def route_widths(self) -> tuple[int, int]:
+        """``(tile, axon)`` widths of a routing-table entry."""
+        return self.tile_bits, self.event_format.axon_bits
 
     @property
     def addr_bits(self) -> int:

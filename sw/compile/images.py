@@ -57,8 +57,7 @@ class Images:
         """Every configuration write as ``WRITE`` command fields ``[W, 4]`` (tile, mem, addr, data) —
         ``data`` as Python ints (object array)."""
         f, rows = self.fmt, []
-        pl = (max(1, (f.route_words - 1).bit_length()), max(1, f.max_fanout.bit_length()))
-        rl = (f.tile_bits, f.event_format.axon_bits)
+        pl, rl = f.pointer_widths, f.route_widths
         for im in self.tiles:
             for mem, addr, data in im.program.writes(f.tile, f.model):
                 rows.append((im.tile, int(mem), addr, data))
@@ -85,10 +84,6 @@ class Images:
         width = im.program.groups(P) * P
         r, c = np.asarray(neuron) // width, np.asarray(neuron) % width
         return im.layer, (im.row0 + r) * self.layer_cols[im.layer] + im.col0 + c
-
-    @property
-    def commands(self) -> int:
-        return len(self.writes())
 
 
 def _check_widths(L, node, fmt: AcceleratorFormat):
