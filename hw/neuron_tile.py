@@ -34,7 +34,45 @@ from .events import EventOp, event_signature
 from .neuron_core import CoreOp, NeuronCore
 from .neuron_rules import lane_rule
 
-__all__ = ["NeuronTile", "config_layout", "tile_config_format"]
+__all__ = ["NeuronTile", "config_layout", "tile_config_format", "serialise_spikes"]
+
+
+def serialise_spikes(m, core: NeuronCore, outputs, marker: Signal):
+    """Drive the event stream ``outputs`` from ``core``'s spike beats: one ``EVENT axon=neuron value=±1``
+    per spike (lowest lane first), then ``STEP`` after each sweep; ``marker`` (held by the caller) asks for
+    a lone ``STEP`` (a tile whose core does not step). Returns ``(busy, marker_taken)``: a beat is being
+    sent; the marker was taken this cycle (the caller clears it)."""
+    P = core.lanes
+    out = outputs.payload
+    beat = Signal.like(core.spikes.payload)
+    fire, neg = Signal(P), Signal(P)
+    end, busy = Signal(), Signal()
+    marker_taken = Signal()
+    m.d.comb += [core.spikes.ready.eq(~busy), marker_taken.eq(marker & ~busy & ~core.spikes.valid)]
+    with m.If(core.spikes.valid & ~busy):
+        m.d.sync += [beat.eq(core.spikes.payload), fire.eq(core.spikes.payload.fire),
+                     neg.eq(core.spikes.payload.neg), end.eq(core.spikes.payload.end_step), busy.eq(1)]
+    with m.If(marker_taken):
+        m.d.sync += [fire.eq(0), end.eq(1), busy.eq(1)]
+    lane = Signal(range(max(P, 2)))
+    for i in reversed(range(P)):
+        with m.If(fire[i]):
+            m.d.comb += lane.eq(i)
+    with m.If(busy):
+        with m.If(fire.any()):
+            m.d.comb += [outputs.valid.eq(1), out.op.eq(EventOp.EVENT),
+                         out.axon.eq(beat.group * P + lane), out.value.eq(Mux(neg.bit_select(lane, 1), -1, 1))]
+            with m.If(outputs.ready):
+                for i in range(P):
+                    with m.If(lane == i):
+                        m.d.sync += fire[i].eq(0)
+        with m.Elif(end):
+            m.d.comb += [outputs.valid.eq(1), out.op.eq(EventOp.STEP)]
+            with m.If(outputs.ready):
+                m.d.sync += busy.eq(0)
+        with m.Else():
+            m.d.sync += busy.eq(0)
+    return busy, marker_taken
 
 
 def config_layout(fmt: ConfigFormat) -> data.StructLayout:
@@ -188,11 +226,6 @@ class NeuronTile(wiring.Component):
         # core only once every stage is empty, so the core sees every op in input order.
         ev = self.inputs.payload
         ce = core.events.payload
-        out = self.outputs.payload
-        beat = Signal.like(core.spikes.payload)
-        fire, neg = Signal(P), Signal(P)
-        end = Signal()
-        busy = Signal()
 
         a_active, a_bias = Signal(), Signal()
         token = Signal(range(max(fmt.tokens, 2)))
@@ -310,32 +343,10 @@ class NeuronTile(wiring.Component):
                         with m.Else():            # no such lane group: dropped and counted
                             m.d.comb += self.inputs.ready.eq(1)
                             m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
-        with m.If(readout_step & ~busy & ~core.spikes.valid):     # a readout tile answers STEP at once
-            m.d.sync += [fire.eq(0), end.eq(1), busy.eq(1), readout_step.eq(0)]
-
         # ---- output side: one event per spike, then STEP ---------------------------------------------------
-        m.d.comb += core.spikes.ready.eq(~busy)
-        with m.If(core.spikes.valid & ~busy):
-            m.d.sync += [beat.eq(core.spikes.payload), fire.eq(core.spikes.payload.fire),
-                         neg.eq(core.spikes.payload.neg), end.eq(core.spikes.payload.end_step), busy.eq(1)]
-        lane = Signal(range(max(P, 2)))
-        for i in reversed(range(P)):
-            with m.If(fire[i]):
-                m.d.comb += lane.eq(i)
-        with m.If(busy):
-            with m.If(fire.any()):
-                m.d.comb += [self.outputs.valid.eq(1), out.op.eq(EventOp.EVENT),
-                             out.axon.eq(beat.group * P + lane), out.value.eq(Mux(neg.bit_select(lane, 1), -1, 1))]
-                with m.If(self.outputs.ready):
-                    for i in range(P):
-                        with m.If(lane == i):
-                            m.d.sync += fire[i].eq(0)
-            with m.Elif(end):
-                m.d.comb += [self.outputs.valid.eq(1), out.op.eq(EventOp.STEP)]
-                with m.If(self.outputs.ready):
-                    m.d.sync += busy.eq(0)
-            with m.Else():
-                m.d.sync += busy.eq(0)
+        busy, marker_taken = serialise_spikes(m, core, self.outputs, readout_step)
+        with m.If(marker_taken):                        # a readout tile answers STEP at once
+            m.d.sync += readout_step.eq(0)
         m.d.comb += self.idle.eq(~z_valid & ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step & core.idle & ~busy &
                                  ~core.spikes.valid &
                                  ~self.inputs.valid)

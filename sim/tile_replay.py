@@ -37,21 +37,58 @@ def _events(inputs: np.ndarray, steps: int, fmt) -> np.ndarray:
     return fmt.event_format().events(ops, tiles, axons, values)
 
 
-def tile_golden(tile: NeuronTile, inputs, steps: int) -> SpikeTrace:
-    """Expected trace of ``tile`` for input events ``inputs [E, 3]`` (step, axon, value), from the
-    bit-exact models (:func:`~spikeforge.sw.neuron_tile.tile_core_inputs` then the core's golden)."""
+def tile_golden(tile, inputs, steps: int) -> SpikeTrace:
+    """Expected trace of ``tile`` (a neuron, unit or matmul tile with a program) for input events
+    ``inputs [E, 3]`` (step, axon, value), from the bit-exact models: the tile kind's event model
+    (:func:`~spikeforge.sw.neuron_tile.tile_core_inputs`, :func:`~spikeforge.sw.unit_tile.unit_core_inputs`,
+    :func:`~spikeforge.sw.matmul_tile.matmul_outputs`) then the core's golden (a graded matmul's
+    increments are its output events)."""
+    from ..hw.matmul_tile import MatmulTile
+    from ..hw.unit_tile import UnitTile
+    from ..sw.matmul_tile import matmul_outputs
+    from ..sw.unit_tile import unit_core_inputs
     inputs = np.asarray(inputs, dtype=np.int64).reshape(-1, 3)
     if tile.program is None:
-        raise ValueError("the tile has no program: give it weights or a TileProgram")
-    if tile.program.readout:
-        raise ValueError("a readout tile emits no spikes; its potentials are checked by the accelerator tests")
-    core_inputs, counts = tile_core_inputs(tile.fmt, tile.program, _events(inputs, steps, tile.fmt))
+        raise ValueError("the tile has no program: give it weights or a program")
+    events = _events(inputs, steps, tile.fmt)
+    if isinstance(tile, UnitTile):
+        core_inputs, counts = unit_core_inputs(tile.fmt, tile.program, events)
+        kind = "unit_tile"
+    elif isinstance(tile, MatmulTile):
+        core_inputs, counts = matmul_outputs(tile.fmt, tile.program, events)
+        kind = "matmul_tile"
+        if tile.program.graded:
+            counters = {"rejected": counts["rejected"], "product_overflows": counts["product_overflows"],
+                        "overflows": 0}
+            meta = {"block": kind, "steps": steps}
+            return SpikeTrace(meta, inputs, core_inputs, {}, counters)
+    else:
+        if tile.program.readout:
+            raise ValueError("a readout tile emits no spikes; its potentials are checked by the accelerator tests")
+        core_inputs, counts = tile_core_inputs(tile.fmt, tile.program, events)
+        kind = "neuron_tile"
     core = core_golden(tile.program.model(tile.model), neurons=tile.fmt.neurons, lanes=tile.fmt.lanes,
                        inputs=core_inputs, steps=steps)
     counters = {"rejected": counts["rejected"], "product_overflows": counts["product_overflows"],
                 "overflows": core.counters["overflows"]}
-    meta = {"block": "neuron_tile", "config": tile.config(), "steps": steps}
+    meta = {"block": kind, "steps": steps}
+    if kind == "neuron_tile":
+        meta["config"] = tile.config()
     return SpikeTrace(meta, inputs, core.spikes, {}, counters)
+
+
+def _replay_budget(tile, events: int, steps: int) -> int:
+    """Cycles a replay may take before it counts as hung (generous: the slowest tile's sequential costs)."""
+    from ..hw.matmul_tile import MatmulTile
+    from ..hw.unit_tile import UnitTile
+    f = tile.fmt
+    if isinstance(tile, UnitTile):
+        per_event, per_step = 4, f.rows * (f.width * (12 + f.level_bits) + 64) + f.words + f.neurons
+    elif isinstance(tile, MatmulTile):
+        per_event, per_step = 3 * max(f.rows, f.cols) + 8, f.words + f.neurons
+    else:
+        per_event, per_step = 3 * f.groups_per_token, f.neurons
+    return 3 * events * per_event + steps * (per_step + 10) + 200
 
 
 def random_tile_inputs(tile: NeuronTile, *, steps: int, events: int, seed: int = 0, malformed: int = 0) -> np.ndarray:
@@ -83,7 +120,7 @@ class TileReplay:
     beats: int
 
 
-async def replay_tile(bench: Bench, tile: NeuronTile, golden: SpikeTrace, *, idle: float = 0.0,
+async def replay_tile(bench: Bench, tile, golden: SpikeTrace, *, idle: float = 0.0,
                       backpressure: float = 0.0, seed: int = 0, writes=()) -> TileReplay:
     """Replay ``golden``'s inputs into ``tile`` on ``bench`` and return the observed trace; ``writes``
     (``(mem, addr, data)`` configuration writes, e.g. ``TileProgram.writes``) are sent first."""
@@ -112,8 +149,7 @@ async def replay_tile(bench: Bench, tile: NeuronTile, golden: SpikeTrace, *, idl
                       on_receive=on_out)
     drivers = [src, sink]
     slack = 1 / max(1e-3, (1 - idle) * (1 - backpressure))
-    budget = int((3 * len(stream) * tile.fmt.groups_per_token + golden.steps * (tile.fmt.neurons + 10) + 200)
-                 * slack * 4)
+    budget = int(_replay_budget(tile, len(stream), golden.steps) * slack * 4)
     cycles = await run_until(bench, drivers, lambda: src.done and seen[0] >= golden.steps, max_cycles=budget,
                              what="neuron-tile replay")
     sink.backpressure = 0.0

@@ -27,6 +27,8 @@ class TileMemory(enum.IntEnum):
     BIAS = 2         #: bias words (``lanes`` currents each), added once after ``CLEAR``
     POINTER = 3      #: routing: ``(start, count)`` of each source neuron's destination list
     ROUTE = 4        #: routing: destination ``(tile, axon)`` entries
+    TABLE = 5        #: a unit tile's exp table (softmax)
+    AFFINE = 6       #: a unit tile's per-column ``(gain, offset)`` (LayerNorm)
 
 
 #: Register addresses of a neuron tile (``TileMemory.REGISTER``), in order.
