@@ -31,7 +31,9 @@ from ..sw.program import TileMemory
 from .arith import popcount, saturating_increment
 from .events import EventOp, event_layout
 from .fanout import FanOut
+from .matmul_tile import MatmulTile
 from .neuron_tile import NeuronTile
+from .unit_tile import UnitTile
 from .router import EventBus
 from .stream import SkidBuffer, StreamFIFO, StreamMergeTree
 
@@ -83,10 +85,12 @@ class Accelerator(wiring.Component):
         fmt = self.fmt
         T, P = fmt.tiles, fmt.tile.lanes
         cw = fmt.counter_width
-        tiles, fans, logs, idles_extra = [], [], [], []
+        tiles, fans, logs, idles_extra, rejected_of = [], [], [], [], []
         for t in range(T):
-            tile = NeuronTile(fmt.tile, fmt.model, counter_width=cw, config_format=fmt.config_format)
-            fan = FanOut(fmt.tile.event_format(), fmt.event_format, neurons=fmt.tile.neurons,
+            kind = fmt.kind_of(t)
+            cls = {"neuron": NeuronTile, "matmul": MatmulTile, "unit": UnitTile}[kind]
+            tile = cls(fmt.tile_format(kind), fmt.model, counter_width=cw, config_format=fmt.config_format)
+            fan = FanOut(tile.event_format, fmt.event_format, neurons=fmt.neurons,
                          route_words=fmt.route_words, max_fanout=fmt.max_fanout, config_format=fmt.config_format,
                          counter_width=cw)
             log = StreamFIFO(response_layout(fmt), 4)
@@ -115,11 +119,25 @@ class Accelerator(wiring.Component):
         spikes_now = Signal(T)
         for t, (tile, fan, log) in enumerate(zip(tiles, fans, logs)):
             q = bus.o[t]
+            # an event whose axon has bits beyond the tile's axon field is malformed for this tile kind:
+            # dropped and counted with the tile's rejected events (it must not alias a valid axon)
+            narrow = tile.event_format.axon_bits
+            too_wide = Signal(name=f"too_wide{t}")
+            if narrow < fmt.event_format.axon_bits:
+                m.d.comb += too_wide.eq((q.payload.op == EventOp.EVENT) & q.payload.axon[narrow:].any())
+            wide_rejected = Signal(cw, name=f"wide_rejected{t}")
+            rejected = Signal(cw, name=f"rejected{t}")
+            m.d.comb += rejected.eq(saturating_increment(tile.rejected, wide_rejected))
+            rejected_of.append(rejected)
             with m.If(ctrl_valid[t]):
                 m.d.comb += [tile.inputs.valid.eq(1), tile.inputs.payload.op.eq(ctrl_op),
                              tile.inputs.payload.axon.eq(ctrl_axon)]
                 with m.If(tile.inputs.ready):
                     m.d.sync += ctrl_valid[t].eq(0)
+            with m.Elif(too_wide):
+                m.d.comb += q.ready.eq(1)
+                with m.If(q.valid):
+                    m.d.sync += wide_rejected.eq(saturating_increment(wide_rejected, 1))
             with m.Else():
                 m.d.comb += [tile.inputs.valid.eq(q.valid), tile.inputs.payload.op.eq(q.payload.op),
                              tile.inputs.payload.axon.eq(q.payload.axon), tile.inputs.payload.value.eq(q.payload.value),
@@ -128,7 +146,8 @@ class Accelerator(wiring.Component):
             out = tile.outputs
             is_spike = out.payload.op == EventOp.EVENT
             log_room = ~logging | ~is_spike | log.i.ready
-            m.d.comb += [fan.i.payload.eq(out.payload), fan.i.valid.eq(out.valid & log_room),
+            m.d.comb += [fan.i.payload.op.eq(out.payload.op), fan.i.payload.axon.eq(out.payload.axon),
+                         fan.i.payload.value.eq(out.payload.value), fan.i.valid.eq(out.valid & log_room),
                          out.ready.eq(fan.i.ready & log_room),
                          log.i.valid.eq(out.valid & logging & is_spike & fan.i.ready),
                          log.i.payload.kind.eq(RespKind.SPIKE), log.i.payload.tile.eq(t),
@@ -278,7 +297,7 @@ class Accelerator(wiring.Component):
                              ctrl.payload.tile.eq(counter_tile), ctrl.payload.addr.eq(counter_index),
                              ctrl.payload.step.eq(step)]
                 for t in range(T):
-                    values = [tiles[t].rejected, tiles[t].product_overflows, tiles[t].overflows, fans[t].rejected]
+                    values = [rejected_of[t], tiles[t].product_overflows, tiles[t].overflows, fans[t].rejected]
                     with m.If(counter_tile == t):
                         for i, v in enumerate(values):
                             with m.If(counter_index == i):

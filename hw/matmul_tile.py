@@ -32,10 +32,9 @@ from .neuron_tile import config_layout, serialise_spikes
 __all__ = ["MatmulTile", "matmul_config_format"]
 
 
-def matmul_config_format(fmt: MatmulTileFormat, model: NeuronModel) -> ConfigFormat:
-    """The narrowest configuration write that loads a matmul tile ``fmt`` (registers only)."""
-    return ConfigFormat(index_width(len(MATMUL_REGISTERS)),
-                        max(model.v_width, fmt.gain_bits, index_width(fmt.words + 1) + 1))
+def matmul_config_format(fmt, model: NeuronModel) -> ConfigFormat:
+    """The narrowest configuration write that loads a matmul tile ``fmt`` (``fmt.config_format``)."""
+    return fmt.config_format(model)
 
 
 class MatmulTile(wiring.Component):

@@ -43,12 +43,9 @@ from .neuron_tile import config_layout, serialise_spikes
 __all__ = ["UnitTile", "unit_config_format"]
 
 
-def unit_config_format(fmt: UnitTileFormat, model: NeuronModel) -> ConfigFormat:
-    """The narrowest configuration write that loads a unit tile ``fmt``."""
-    depth = max(fmt.exp_words, fmt.width, len(UNIT_REGISTERS))
-    return ConfigFormat(index_width(depth), max(fmt.affine_word_bits, SOFTMAX_FRAC_BITS + 1, fmt.scale_bits,
-                                                model.v_width, index_width(fmt.rows + 1) + 1,
-                                                index_width(fmt.exp_words + 1) + 1))
+def unit_config_format(fmt, model: NeuronModel) -> ConfigFormat:
+    """The narrowest configuration write that loads a unit tile ``fmt`` (``fmt.config_format``)."""
+    return fmt.config_format(model)
 
 
 class UnitTile(wiring.Component):

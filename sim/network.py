@@ -146,9 +146,9 @@ def outputs_of(images: Images, run: SampleRun) -> np.ndarray:
     cols = images.layer_cols[images.output]
     out = {}
     for im in images.tiles:
-        if im.program.readout:
+        if im.readout:
             for neuron, v in run.readout.get(im.tile, {}).items():
-                r, c = divmod(neuron, im.program.groups(images.fmt.lanes) * images.fmt.lanes)
+                r, c = divmod(neuron, im.width)
                 if r < im.program.tokens and c < im.program.cols:
                     out[(im.row0 + r) * cols + im.col0 + c] = v
     return np.array([out[i] for i in sorted(out)], np.int64)

@@ -63,8 +63,10 @@ def pointer_widths(route_words: int, max_fanout: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class AcceleratorFormat:
-    """Geometry of one generated accelerator (see the module docstring); build it with :meth:`from_spec`."""
-    tiles: int
+    """Geometry of one generated accelerator (see the module docstring); build it with :meth:`from_spec`.
+    Tiles are numbered by kind: neuron tiles ``0 .. neuron_tiles - 1``, then the matmul tiles, then the
+    unit tiles; ``tiles`` is their total."""
+    neuron_tiles: int
     neurons: int
     lanes: int
     synapse_words: int
@@ -76,17 +78,66 @@ class AcceleratorFormat:
     v_width: int
     tracer_bits: int
     fifo_depth: int = 16
+    matmul_tiles: int = 0
+    unit_tiles: int = 0
+    trace_words: int = 2048
+    unit_words: int = 2048
+    unit_width: int = 256
+    exp_words: int = 1024
+    total_bits: int = 16
+    scale_bits: int = 24
+    level_bits: int = 6
+    trace_bits: int = 8
+    gain_bits: int = 9
     counter_width: int = 32
     step_bits: int = 16
 
     @classmethod
     def from_spec(cls, spec) -> "AcceleratorFormat":
-        if spec.matmul_tiles or spec.unit_tiles:
-            raise ValueError(f"the accelerator has neuron tiles only so far; the spec asks for "
-                             f"{spec.matmul_tiles} matmul and {spec.unit_tiles} unit tiles: set both to 0")
+        if spec.matmul_tiles and spec.lanes & (spec.lanes - 1):
+            raise ValueError(f"matmul tiles need lanes that are a power of two; the spec has lanes={spec.lanes}")
         return cls(spec.neuron_tiles, spec.neurons, spec.lanes, spec.synapse_words, spec.route_words,
                    spec.max_fanout, spec.weight_bits, spec.value_bits, spec.current_width, spec.v_width,
-                   spec.tracer_bits, spec.fifo_depth)
+                   spec.tracer_bits, spec.fifo_depth, spec.matmul_tiles, spec.unit_tiles, spec.trace_words,
+                   spec.unit_words, spec.unit_width, spec.exp_words, spec.total_bits, spec.scale_bits,
+                   spec.level_bits, spec.trace_bits, spec.gain_bits)
+
+    @property
+    def tiles(self) -> int:
+        """All tiles (neuron, matmul, unit)."""
+        return self.neuron_tiles + self.matmul_tiles + self.unit_tiles
+
+    def first_tile(self, kind: str) -> int:
+        """Index of the first tile of ``kind`` (``"neuron"``, ``"matmul"``, ``"unit"``)."""
+        return {"neuron": 0, "matmul": self.neuron_tiles, "unit": self.neuron_tiles + self.matmul_tiles}[kind]
+
+    def kind_of(self, tile: int) -> str:
+        return "neuron" if tile < self.neuron_tiles else "matmul" if tile < self.first_tile("unit") else "unit"
+
+    @property
+    def matmul_tile(self):
+        """The matmul tile hardware: up to N rows / cols, inner dimension up to half the trace memory."""
+        from .matmul_tile import MatmulTileFormat
+        return MatmulTileFormat(rows=self.neurons, inner=max(1, self.trace_words // 2), cols=self.neurons,
+                                lanes=self.lanes, current_width=self.current_width, value_bits=self.value_bits,
+                                trace_bits=self.trace_bits, gain_bits=self.gain_bits, trace_words=self.trace_words,
+                                core_neurons=self.neurons)
+
+    @property
+    def unit_tile(self):
+        """The unit tile hardware: rows of up to ``unit_width`` values, ``unit_words`` totals in all."""
+        from .unit_tile import UnitTileFormat
+        return UnitTileFormat(rows=min(self.neurons, self.unit_words), width=self.unit_width,
+                              lanes=self.lanes, current_width=self.current_width, value_bits=self.value_bits,
+                              total_bits=self.total_bits, exp_words=self.exp_words, scale_bits=self.scale_bits,
+                              level_bits=self.level_bits, core_neurons=self.neurons, total_words=self.unit_words)
+
+    def tile_format(self, kind: str):
+        return {"neuron": self.tile, "matmul": self.matmul_tile, "unit": self.unit_tile}[kind]
+
+    def kinds(self) -> list[str]:
+        """The tile kinds present."""
+        return [k for k in ("neuron", "matmul", "unit") if getattr(self, f"{k}_tiles")]
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -115,7 +166,8 @@ class AcceleratorFormat:
 
     @property
     def event_format(self) -> EventFormat:
-        return EventFormat(self.tile_bits, self.tile.event_format().axon_bits, self.value_bits)
+        axon = max(self.tile_format(k).event_format().axon_bits for k in self.kinds() or ["neuron"])
+        return EventFormat(self.tile_bits, axon, self.value_bits)
 
     @property
     def config_format(self) -> ConfigFormat:
@@ -124,6 +176,12 @@ class AcceleratorFormat:
         pointer = sum(self.pointer_widths)
         route = sum(self.route_widths)
         data = max(t.synapse_word_bits, t.bias_word_bits, self.v_width, _bits(self.neurons + 1) + 1, pointer, route)
+        if self.matmul_tiles:
+            need = self.matmul_tile.config_format(self.model)
+            addr, data = max(addr, need.addr_bits), max(data, need.data_bits)
+        if self.unit_tiles:
+            need = self.unit_tile.config_format(self.model)
+            addr, data = max(addr, need.addr_bits), max(data, need.data_bits)
         return ConfigFormat(addr, data)
 
     @property

@@ -75,6 +75,12 @@ class MatmulTileFormat:
             if self.core_neurons % self.lanes:
                 raise ValueError(f"core_neurons={self.core_neurons} is not a multiple of lanes={self.lanes}")
 
+    def config_format(self, model):
+        """The narrowest configuration write that loads this tile (registers only)."""
+        from .program import ConfigFormat
+        return ConfigFormat(_bits(len(MATMUL_REGISTERS)), max(model.v_width, self.gain_bits, _bits(self.words + 1) + 1,
+                                                              _bits(max(self.rows, self.inner, self.cols) + 1) + 1))
+
     @property
     def cols_padded(self) -> int:
         return -(-self.cols // self.lanes) * self.lanes

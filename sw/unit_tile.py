@@ -31,7 +31,7 @@ import torch
 
 from .events import EventFormat, EventOp
 from .fixed import check_int, signed_range
-from .program import TileMemory, pack_fields
+from .program import ConfigFormat, TileMemory, pack_fields
 from .units import OUT_FRAC_BITS, SOFTMAX_FRAC_BITS, SQRT_FRAC_BITS, UnitConstants, unit_function
 
 __all__ = ["UnitTileFormat", "UnitProgram", "UNIT_REGISTERS", "UNIT_OPS", "unit_core_inputs", "datapath_widths"]
@@ -62,6 +62,7 @@ class UnitTileFormat:
     scale_bits: int = 24
     level_bits: int = 6
     core_neurons: int | None = None
+    total_words: int | None = None
 
     def __post_init__(self):
         for name, hi in (("rows", 1 << 16), ("width", 1 << 12), ("lanes", 64), ("exp_words", 1 << 16)):
@@ -78,6 +79,15 @@ class UnitTileFormat:
             check_int("core_neurons", self.core_neurons, minimum=self.lanes, maximum=1 << 20)
             if self.core_neurons % self.lanes:
                 raise ValueError(f"core_neurons={self.core_neurons} is not a multiple of lanes={self.lanes}")
+        if self.total_words is not None:
+            check_int("total_words", self.total_words, minimum=1, maximum=1 << 24)
+
+    def config_format(self, model) -> ConfigFormat:
+        """The narrowest configuration write that loads this tile (registers, exp table, gains)."""
+        depth = max(self.exp_words, self.width, len(UNIT_REGISTERS))
+        return ConfigFormat(_bits(depth), max(self.affine_word_bits, SOFTMAX_FRAC_BITS + 1, self.scale_bits,
+                                              model.v_width, _bits(self.rows + 1) + 1, _bits(self.exp_words + 1) + 1,
+                                              _bits(self.words + 1) + 1))
 
     @property
     def width_padded(self) -> int:
@@ -97,8 +107,8 @@ class UnitTileFormat:
 
     @property
     def words(self) -> int:
-        """Total (and level) memory words: ``rows x width``."""
-        return self.rows * self.width
+        """Total (and level) memory words (default ``rows x width``)."""
+        return self.total_words if self.total_words is not None else self.rows * self.width
 
     @property
     def affine_word_bits(self) -> int:
@@ -146,6 +156,7 @@ class UnitProgram:
         """Raise ``ValueError`` naming what of this program does not fit the tile ``fmt``."""
         P, k = fmt.lanes, self.constants
         need = [("rows", self.rows, fmt.rows), ("row width", self.width, fmt.width),
+                ("totals (rows x width)", self.rows * self.width, fmt.words),
                 ("neurons (rows x width padded to lanes)", self.rows * self.groups(P) * P, fmt.neurons)]
         if k.op == "softmax":
             need.append(("exp table entries", len(k.exp_table), fmt.exp_words))

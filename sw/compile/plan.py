@@ -203,7 +203,12 @@ def _partition(layer: TileLayer, spec: HardwareSpec) -> list[tuple[int, int, int
         return out
     if layer.kind == "unit":
         W = layer.cols
-        per_tile = min(spec.unit_words // W, N // W)
+        Wp = -(-W // P) * P
+        if W > spec.unit_width:
+            raise DoesNotFitError(
+                f"layer {layer.name!r} ({layer.front}): one {layer.op} row has {W} values, a unit tile takes rows "
+                f"of up to unit_width={spec.unit_width}: raise unit_width (rows are never split)")
+        per_tile = min(spec.unit_words // W, N // Wp)
         if per_tile < 1:
             raise DoesNotFitError(
                 f"layer {layer.name!r} ({layer.front}): one {layer.op} row of {W} values needs {W} "

@@ -7,6 +7,9 @@ weights, a **matmul tile** the two count-trace memories of a SESA product (``tra
 all), a **unit tile** the accumulators of a softmax/LayerNorm unit (``unit_words`` values). Every tile
 routes its output events through a routing table of ``route_words`` entries (source neuron ->
 destination tile and axon, at most ``max_fanout`` per neuron) and accepts ``axons`` input lines.
+A unit tile's rows are at most ``unit_width`` values, its input totals ``total_bits`` wide, its exp table
+``exp_words`` entries, its integer constants ``scale_bits`` and its output levels ``level_bits`` wide; a
+matmul tile's traces are ``trace_bits`` and its gain ``gain_bits`` wide (signed).
 Neuron tiles run ST-BIF neurons with ``current_width``-bit currents, ``v_width``-bit potentials and a
 ``tracer_bits``-bit tracer; each tile's input FIFO holds ``fifo_depth`` events.
 """
@@ -44,6 +47,13 @@ class HardwareSpec:
     tracer_bits: int = 5
     max_fanout: int = 64
     fifo_depth: int = 16
+    unit_width: int = 256
+    exp_words: int = 1024
+    total_bits: int = 16
+    scale_bits: int = 24
+    level_bits: int = 6
+    trace_bits: int = 8
+    gain_bits: int = 9
 
     def __post_init__(self):
         for name in ("neuron_tiles", "matmul_tiles", "unit_tiles"):
@@ -61,6 +71,13 @@ class HardwareSpec:
         check_int("tracer_bits", self.tracer_bits, minimum=2, maximum=16)
         check_int("max_fanout", self.max_fanout, minimum=1, maximum=self.route_words)
         check_int("fifo_depth", self.fifo_depth, minimum=2, maximum=1 << 16)
+        check_int("unit_width", self.unit_width, minimum=1, maximum=min(self.unit_words, 1 << 12))
+        check_int("exp_words", self.exp_words, minimum=2, maximum=1 << 16)
+        check_int("total_bits", self.total_bits, minimum=2, maximum=32)
+        check_int("scale_bits", self.scale_bits, minimum=2, maximum=40)
+        check_int("level_bits", self.level_bits, minimum=2, maximum=min(16, self.current_width - 1))
+        check_int("trace_bits", self.trace_bits, minimum=2, maximum=24)
+        check_int("gain_bits", self.gain_bits, minimum=2, maximum=24)
         if self.neuron_tiles + self.matmul_tiles + self.unit_tiles == 0:
             raise ValueError("a spec needs at least one tile")
 
