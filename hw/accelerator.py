@@ -96,6 +96,7 @@ class Accelerator(wiring.Component):
             log = StreamFIFO(response_layout(fmt), 4)
             m.submodules[f"tile{t}"], m.submodules[f"fanout{t}"], m.submodules[f"log{t}"] = tile, fan, log
             tiles.append(tile), fans.append(fan), logs.append(log)
+        self._parts = {"tiles": tiles, "fanouts": fans}      # for monitors (no effect on the design)
         m.submodules.bus = bus = EventBus(fmt.event_format, sources=T + 1, destinations=T, depth=fmt.fifo_depth,
                                           counter_width=cw)
         n_resp = 1 + 2 * T                       # controller, readback per tile, log per tile

@@ -180,7 +180,7 @@ class UnitTile(wiring.Component):
         s2 = Signal(unsigned(W["s2"]))
         esum = Signal(unsigned(W["esum"]))
         rad = Signal(unsigned(W["rad"]))
-        root = Signal(unsigned(W["root"]))
+        root = Signal(unsigned(W["rad"]))          # the square root's partial result spans the radicand
         sq_bit = Signal(unsigned(W["rad"]))
         sq_n = Signal(range(W["root"] + 1))
         t_val = Signal(signed(T))

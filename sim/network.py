@@ -231,11 +231,13 @@ def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max
 
 @dataclass
 class RunCosts:
-    """What one inference cost on the accelerator, counted from its spike log and the program: the
-    accumulate beats each tile received (one lane group of one input event; bias once after ``CLEAR``),
-    the synaptic accumulates (routed spike x destination columns) and input MACs (analog input event x
-    columns), and the cycle lower bounds: **busiest tile** = max over tiles of beats + sweeps (N/P per
-    step; a readout tile does not sweep), **balanced** = their sum / tiles."""
+    """What one inference cost on the accelerator, counted from its spike log and the program: the beats
+    each tile's front end issued (a neuron tile: one per lane group of an input event, the bias once after
+    ``CLEAR``; a matmul tile: one trace read per partner entry of an event; a unit tile: one accumulation
+    per event), the synaptic accumulates (routed spike x destination columns, matmul trace reads) and input
+    MACs (analog input event x columns), and the cycle lower bounds: **busiest tile** = max over tiles of
+    beats + sweeps (N/P per step; a readout tile and a graded matmul do not sweep), **balanced** = their
+    sum / tiles. A unit tile's per-step row evaluations are not in the bounds."""
     beats: np.ndarray
     acs: int
     macs: int
@@ -249,16 +251,37 @@ class RunCosts:
         return mac_ac_energy(self.macs, self.acs)
 
 
+def _event_costs(images: Images, tiles: np.ndarray, axons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Front-end beats and accumulates of input events ``(tile, axon)`` (arrays)."""
+    P = images.fmt.lanes
+    beats = np.zeros(len(tiles), np.int64)
+    acs = np.zeros(len(tiles), np.int64)
+    mf = images.fmt.matmul_tile if images.fmt.matmul_tiles else None
+    for im in images.tiles:
+        sel = tiles == im.tile
+        if not sel.any():
+            continue
+        p = im.program
+        if im.kind == "neuron":
+            beats[sel], acs[sel] = p.groups(P), p.cols
+        elif im.kind == "unit":
+            beats[sel], acs[sel] = 1, 0
+        else:
+            right = (axons[sel] >> mf.port_bit) != 0
+            beats[sel] = acs[sel] = np.where(right, p.rows, p.cols)
+    return beats, acs
+
+
 def run_costs(images: Images, run: SampleRun, counts) -> RunCosts:
     """:class:`RunCosts` of ``run`` (a logged run) on input ``counts``."""
     P, N = images.fmt.lanes, images.fmt.neurons
-    progs = [im.program for im in images.tiles]
-    groups = np.array([p.groups(P) for p in progs])
-    cols = np.array([p.cols for p in progs])
-    beats = np.array([p.tokens * groups[i] if p.bias is not None else 0 for i, p in enumerate(progs)], np.int64)
+    index = {im.tile: i for i, im in enumerate(images.tiles)}
+    beats = np.array([im.program.tokens * im.program.groups(P) if im.kind == "neuron" and im.program.bias is not None
+                      else 0 for im in images.tiles], np.int64)
     events = images.input_events(counts)
-    np.add.at(beats, events[:, 0], groups[events[:, 0]])
-    macs = int(cols[events[:, 0]].sum())
+    b, a = _event_costs(images, events[:, 0], events[:, 1])
+    np.add.at(beats, [index[t] for t in events[:, 0]], b)
+    macs = int(a.sum())
     acs = 0
     for im in images.tiles:
         sel = run.spikes[:, 1] == im.tile
@@ -266,12 +289,15 @@ def run_costs(images: Images, run: SampleRun, counts) -> RunCosts:
             continue
         spk = run.spikes[sel, 2]
         start, cnt = im.pointer[spk, 0], im.pointer[spk, 1]
-        for dest in np.unique(im.route[:, 0]):
-            here = im.route[:, 0] == dest
-            c = np.concatenate([[0], np.cumsum(here)])
-            n = int((c[start + cnt] - c[start]).sum())          # routed events spike -> dest
-            beats[dest] += n * groups[dest]
-            acs += n * int(cols[dest])
-    sweeps = np.array([0 if p.readout else N // P for p in progs]) * run.steps
+        total = int(cnt.sum())
+        if not total:
+            continue
+        first = np.repeat(start - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(total)
+        dest = im.route[first]
+        b, a = _event_costs(images, dest[:, 0], dest[:, 1])
+        np.add.at(beats, [index[t] for t in dest[:, 0]], b)
+        acs += int(a.sum())
+    sweeps = np.array([0 if im.readout or (im.kind == "matmul" and im.program.graded) else N // P
+                       for im in images.tiles]) * run.steps
     work = beats + sweeps
     return RunCosts(beats, acs, macs, int(work.max()), float(work.sum() / len(work)))
