@@ -5,7 +5,8 @@ on as graded events (a product read by a softmax unit).
 The contract and the bit-exact model are in :mod:`spikeforge.sw.matmul_tile`. One trace memory holds the
 left operand transposed (``A^T[k, i]`` at ``k * rows + i``) and the right one (``B[k, j]`` at
 ``b_base + k * cols + j``), so an event's partner products are one contiguous read: a left event ``(i, k)``
-reads row ``k`` of ``B``, a right event ``(k, j)`` row ``k`` of ``A^T``, one entry per two cycles; each nonzero
+reads row ``k`` of ``B``, a right event ``(k, j)`` row ``k`` of ``A^T``, one entry per cycle (a read, product
+and output pipeline whose output is the only stall point); each nonzero
 increment ``gain * value * trace`` is one core ``ACCUMULATE`` beat (one lane) or one output event; then the
 event's own trace entry is updated (read, add, write). ``STEP`` steps the core (graded: answers ``STEP``);
 ``CLEAR`` zeroes the program's trace words and clears the core; ``READ`` reads a core group. Increments
@@ -162,6 +163,34 @@ class MatmulTile(wiring.Component):
         vlo, vhi = signed_range(fmt.value_bits)
         lo, hi = Mux(graded, vlo, clo), Mux(graded, vhi, chi)
 
+        # ---- the product pipeline: read (ITEMS) -> product, saturated (s1) -> output (o, the stall point) ------
+        m.d.comb += rd.en.eq(0)                  # a read port's enable defaults to 1: every read is explicit
+        issuing = idx != items
+        s1_valid = Signal()
+        s1_grp = Signal.like(grp)
+        s1_lane = Signal.like(lane)
+        o_valid = Signal()
+        o_grp = Signal.like(grp)
+        o_lane = Signal.like(lane)
+        o_taken = Signal()
+        adv = Signal()
+        m.d.comb += adv.eq(~o_valid | o_taken)
+        m.d.comb += prod.eq(gain * rd.data * value)
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(0), o_valid.eq(s1_valid & (prod != 0)), o_grp.eq(s1_grp), o_lane.eq(s1_lane),
+                         sat.eq(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))]
+            with m.If(s1_valid & ((prod > hi) | (prod < lo))):
+                m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows, 1))
+        with m.If(o_valid):
+            with m.If(graded):
+                m.d.comb += [g_valid.eq(1), g_axon.eq((o_grp << lb) | o_lane), g_value.eq(sat),
+                             o_taken.eq(self.outputs.ready)]
+            with m.Else():
+                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(o_grp),
+                             o_taken.eq(core.events.ready)]
+                for i in range(P):
+                    m.d.comb += ce.current[i].eq(Mux(o_lane == i, sat, 0))
+
         with m.FSM(name="matmul") as fsm:
             with m.State("IDLE"):
                 with m.If(self.inputs.valid):
@@ -205,43 +234,19 @@ class MatmulTile(wiring.Component):
                 with m.Else():                   # reads B[k, 0..cols), updates A^T[k, i]
                     m.d.sync += [rd_base.eq(b_base + e_k * cols), wr_addr.eq(e_k * rows + e_row), items.eq(cols),
                                  grp.eq(e_row * groups), lane.eq(0)]
-                m.next = "ITEM_READ"
-            with m.State("ITEM_READ"):
-                with m.If(idx == items):
-                    m.next = "OWN_READ"
-                with m.Else():
+                m.next = "ITEMS"
+            with m.State("ITEMS"):               # one partner entry read per cycle into the product pipeline
+                with m.If(adv & issuing):
                     m.d.comb += [rd.addr.eq(rd_base + idx), rd.en.eq(1)]
-                    m.next = "ITEM"
-            with m.State("ITEM"):
-                m.d.comb += prod.eq(gain * rd.data * value)
-                m.d.sync += sat.eq(Mux(prod > hi, hi, Mux(prod < lo, lo, prod)))
-                with m.If((prod > hi) | (prod < lo)):
-                    m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows, 1))
-                with m.If(prod != 0):
-                    m.next = "OUT"
-                with m.Else():
-                    m.next = "NEXT"
-            with m.State("OUT"):
-                with m.If(graded):
-                    m.d.comb += g_valid.eq(1)
-                    m.d.comb += [g_axon.eq((grp << lb) | lane), g_value.eq(sat)]
-                    with m.If(self.outputs.ready):
-                        m.next = "NEXT"
-                with m.Else():
-                    m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(grp)]
-                    for i in range(P):
-                        m.d.comb += ce.current[i].eq(Mux(lane == i, sat, 0))
-                    with m.If(core.events.ready):
-                        m.next = "NEXT"
-            with m.State("NEXT"):
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(right):
-                    m.d.sync += grp.eq(grp + groups)
-                with m.Elif(lane == P - 1):
-                    m.d.sync += [lane.eq(0), grp.eq(grp + 1)]
-                with m.Else():
-                    m.d.sync += lane.eq(lane + 1)
-                m.next = "ITEM_READ"
+                    m.d.sync += [idx.eq(idx + 1), s1_valid.eq(1), s1_grp.eq(grp), s1_lane.eq(lane)]
+                    with m.If(right):
+                        m.d.sync += grp.eq(grp + groups)
+                    with m.Elif(lane == P - 1):
+                        m.d.sync += [lane.eq(0), grp.eq(grp + 1)]
+                    with m.Else():
+                        m.d.sync += lane.eq(lane + 1)
+                with m.If(~issuing & ~s1_valid & ~o_valid):
+                    m.next = "OWN_READ"
             with m.State("OWN_READ"):
                 m.d.comb += [rd.addr.eq(wr_addr), rd.en.eq(1)]
                 m.next = "OWN_WRITE"

@@ -87,8 +87,8 @@ def test_unit_model_evaluates_changed_rows_only_and_its_levels_telescope():
     assert np.array_equal(summed.reshape(3, 16), final)
 
 
-@pytest.mark.parametrize("graded", [True, False])
-def test_matmul_tile_equals_its_model_with_stalls(graded):
+@pytest.mark.parametrize("graded,backpressure", [(True, 0.3), (False, 0.3), (True, 0.9), (False, 0.9)])
+def test_matmul_tile_equals_its_model_with_stalls(graded, backpressure):
     fmt = MatmulTileFormat(rows=8, inner=8, cols=8, lanes=4, current_width=18, value_bits=8, trace_bits=6)
     prog = MatmulProgram(6, 5, 7, gain=1 if graded else 127, graded=graded, theta=300, s_min=-8, s_max=7)
     tile = MatmulTile(fmt, MODEL, program=prog)
@@ -102,7 +102,7 @@ def test_matmul_tile_equals_its_model_with_stalls(graded):
     inputs = inputs[np.argsort(inputs[:, 0], kind="stable")]
     golden = tile_golden(tile, inputs, 12)
     assert len(golden.spikes) > 50 and golden.counters["rejected"] == 2
-    for _, observed, diff, _ in verify_tile(tile, [golden], idle=0.3, backpressure=0.3, seed=5):
+    for _, observed, diff, _ in verify_tile(tile, [golden], idle=0.3, backpressure=backpressure, seed=5):
         assert diff.equal, str(diff)
         assert observed.counters == golden.counters
 
