@@ -196,10 +196,13 @@ class MatmulTile(wiring.Component):
                 with m.If(self.inputs.valid):
                     with m.Switch(ev.op):
                         with m.Case(EventOp.EVENT):
-                            m.d.comb += self.inputs.ready.eq(1)
+                            # not while the previous STEP is still being sent: it must leave first
+                            m.d.comb += self.inputs.ready.eq(~marker & ~busy)
                             ok_left = (port == 0) & (l_i < rows) & (l_k < inner)
                             ok_right = (port == 1) & (r_mid == 0) & (r_k < inner) & (r_j < cols)
-                            with m.If(ok_left):
+                            with m.If(~self.inputs.ready):
+                                pass
+                            with m.Elif(ok_left):
                                 m.d.sync += [right.eq(0), e_row.eq(l_i), e_k.eq(l_k), value.eq(ev.value)]
                                 m.next = "SETUP"
                             with m.Elif(ok_right):
