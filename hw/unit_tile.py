@@ -168,7 +168,9 @@ class UnitTile(wiring.Component):
         ce = core.events.payload
         cb = fmt.col_bits
         in_row, in_col = ev.axon >> cb, ev.axon & ((1 << cb) - 1)
-        dirty = Signal(max(fmt.rows, 1))
+        # one "changed since the last evaluation" bit per row, in a memory (rows may be thousands)
+        m.submodules.dirty = dmem = memory.Memory(shape=1, depth=max(fmt.rows, 2), init=[])
+        d_rd, d_wr = dmem.read_port(), dmem.write_port()
         row = Signal(range(fmt.rows + 1))
         base = Signal(range(depth + fmt.width + 1))           # row * width
         gbase = Signal(range(fmt.neurons // P + fmt.width + 1))   # row * groups
@@ -189,7 +191,7 @@ class UnitTile(wiring.Component):
 
         busy, _ = serialise_spikes(m, core, self.outputs, Const(0))
         # a read port's enable defaults to 1: every read below is explicit, so a stalled stage keeps its data
-        m.d.comb += [t_rd.en.eq(0), l_rd.en.eq(0), a_rd.en.eq(0), e_rd.en.eq(0)]
+        m.d.comb += [t_rd.en.eq(0), l_rd.en.eq(0), a_rd.en.eq(0), e_rd.en.eq(0), d_rd.en.eq(0)]
 
         # ---- accumulation: one event per cycle (read issued as the event is taken, written the next) -----
         acc_pending = Signal()
@@ -204,9 +206,7 @@ class UnitTile(wiring.Component):
                          t_wr.data.eq(Mux(total > thi, thi, Mux(total < tlo, tlo, total)))]
             with m.If((total > thi) | (total < tlo)):
                 m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows, 1))
-            for r in range(fmt.rows):
-                with m.If(acc_row == r):
-                    m.d.sync += dirty[r].eq(1)
+            m.d.comb += [d_wr.en.eq(1), d_wr.addr.eq(acc_row), d_wr.data.eq(1)]
             m.d.sync += acc_pending.eq(0)
 
         # ---- the per-value pipeline of pass 3 (see the module docstring) -------------------------------------
@@ -321,7 +321,7 @@ class UnitTile(wiring.Component):
                         with m.Case(EventOp.CLEAR):
                             with m.If(~acc_pending):
                                 m.d.comb += self.inputs.ready.eq(1)
-                                m.d.sync += [clr.eq(0), dirty.eq(-1)]
+                                m.d.sync += clr.eq(0)
                                 m.next = "CLEARING"
                         with m.Case(EventOp.READ):
                             with m.If(ev.axon < fmt.neurons // P):
@@ -330,9 +330,10 @@ class UnitTile(wiring.Component):
                             with m.Else():
                                 m.d.comb += self.inputs.ready.eq(1)
                                 m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
-            with m.State("CLEARING"):
+            with m.State("CLEARING"):                 # totals and levels to 0, every row changed
                 m.d.comb += [t_wr.en.eq(1), t_wr.addr.eq(clr), t_wr.data.eq(0),
-                             l_wr.en.eq(1), l_wr.addr.eq(clr), l_wr.data.eq(0)]
+                             l_wr.en.eq(1), l_wr.addr.eq(clr), l_wr.data.eq(0),
+                             d_wr.en.eq(clr < max(fmt.rows, 2)), d_wr.addr.eq(clr), d_wr.data.eq(1)]
                 m.d.sync += clr.eq(clr + 1)
                 with m.If(clr == depth - 1):
                     m.next = "CLEAR_CORE"
@@ -344,11 +345,16 @@ class UnitTile(wiring.Component):
             # ---- evaluation, row by row ----------------------------------------------------------------------
             with m.State("ROW"):
                 with m.If(row == rows):
-                    m.d.sync += dirty.eq(0)
                     m.next = "CORE_STEP"
-                with m.Elif(~dirty.bit_select(row, 1)):
-                    m.d.sync += [row.eq(row + 1), base.eq(base + width), gbase.eq(gbase + groups)]
                 with m.Else():
+                    m.d.comb += [d_rd.addr.eq(row), d_rd.en.eq(1)]
+                    m.next = "ROW_TEST"
+            with m.State("ROW_TEST"):
+                with m.If(~d_rd.data):
+                    m.d.sync += [row.eq(row + 1), base.eq(base + width), gbase.eq(gbase + groups)]
+                    m.next = "ROW"
+                with m.Else():
+                    m.d.comb += [d_wr.en.eq(1), d_wr.addr.eq(row), d_wr.data.eq(0)]
                     m.d.sync += [ci.eq(0), t_hi.eq(tlo), s1.eq(0), s2.eq(0), esum.eq(0), v1.eq(0), v2.eq(0)]
                     m.next = "SCAN"
             with m.State("SCAN"):                 # pass 1, one value per cycle: max, S1, S2

@@ -494,16 +494,44 @@ __all__ += ["Compiled", "compile"]
 
 
 # -- the accelerator ----------------------------------------------------------------------------------------
-def fit_spec(net, spec=None):
-    """The hardware spec that runs ``net``: ``spec``'s tile sizes (default :class:`HardwareSpec`'s) with as
-    many tiles of each kind as the compiled network uses (the "fit this network" choice)."""
+def fit_spec(net, spec=None, *, shrink: bool = True):
+    """The hardware spec that runs ``net`` (the "fit this network" choice): ``spec``'s neurons and lanes
+    (default :class:`HardwareSpec`'s) with as many tiles of each kind as the compiled network uses, the
+    neuron widths its layers need (currents, potentials, tracers) and, with ``shrink``, every memory cut to
+    the largest its slices use, rounded up to a power of two (synapse, trace and unit words, routing
+    table, unit row width, exp table)."""
     from dataclasses import replace
 
     from .sw.compile import HardwareSpec, compile_network
+    from .sw.neurons import model_from_dict
+    from .sw.units import unit_constants
     spec = HardwareSpec() if spec is None else spec
+    models = [model_from_dict(n.params["model"]) for n in net if n.op == "neuron"]
+    if models:
+        cw = max([spec.current_width] + [m.current_width for m in models])
+        vw = max([spec.v_width, cw] + [m.v_width for m in models])
+        bound = max(max(abs(m.s_min), abs(m.s_max)) for m in models)
+        spec = replace(spec, current_width=cw, v_width=vw,
+                       tracer_bits=max(spec.tracer_bits, bound.bit_length() + 1))
     roomy = replace(spec, neuron_tiles=4096, matmul_tiles=4096, unit_tiles=4096)
     plan = compile_network(net, roomy)
-    return replace(spec, **{f"{k}_tiles": plan.tiles_used(k) for k in ("neuron", "matmul", "unit")})
+    fitted = replace(spec, **{f"{k}_tiles": plan.tiles_used(k) for k in ("neuron", "matmul", "unit")})
+    if not shrink:
+        return fitted
+    pow2 = lambda n: 1 << max(1, (max(int(n), 1) - 1).bit_length())     # noqa: E731
+    words = {k: max([s.words for s in plan.slices if s.kind == k], default=1) for k in ("neuron", "matmul", "unit")}
+    units = [L for L in plan.layers if L.kind == "unit"]
+    tables = [len(unit_constants(net[L.front]).exp_table) for L in units if L.op == "softmax"]
+    routes = max([n for (kind, _), n in plan.routes_per_tile.items() if kind != "host"], default=1)
+    small = replace(fitted, synapse_words=min(spec.synapse_words, pow2(words["neuron"])),
+                    trace_words=min(spec.trace_words, pow2(words["matmul"])),
+                    unit_words=min(spec.unit_words, pow2(words["unit"])),
+                    unit_width=min(spec.unit_width, pow2(max([L.cols for L in units], default=1))),
+                    exp_words=min(spec.exp_words, pow2(max(tables, default=2))),
+                    route_words=min(spec.route_words, pow2(routes)),
+                    max_fanout=min(spec.max_fanout, pow2(routes)))
+    compile_network(net, small)              # the shrunk spec must still hold the same slices
+    return small
 
 
 @dataclass

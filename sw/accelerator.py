@@ -82,7 +82,7 @@ class AcceleratorFormat:
     unit_tiles: int = 0
     trace_words: int = 2048
     unit_words: int = 2048
-    unit_width: int = 256
+    unit_width: int = 1024
     exp_words: int = 1024
     total_bits: int = 16
     scale_bits: int = 24
@@ -127,7 +127,7 @@ class AcceleratorFormat:
     def unit_tile(self):
         """The unit tile hardware: rows of up to ``unit_width`` values, ``unit_words`` totals in all."""
         from .unit_tile import UnitTileFormat
-        return UnitTileFormat(rows=min(self.neurons, self.unit_words), width=self.unit_width,
+        return UnitTileFormat(rows=min(self.neurons, self.unit_words), width=min(self.unit_width, self.unit_words),
                               lanes=self.lanes, current_width=self.current_width, value_bits=self.value_bits,
                               total_bits=self.total_bits, exp_words=self.exp_words, scale_bits=self.scale_bits,
                               level_bits=self.level_bits, core_neurons=self.neurons, total_words=self.unit_words)

@@ -49,15 +49,22 @@ def test_images_route_every_synapse_once(qcnn):
 
 
 def test_a_network_the_tiles_cannot_run_is_refused():
-    vit = api.convert("vit_qann_L16")
-    spec = HardwareSpec(neuron_tiles=64, matmul_tiles=8, unit_tiles=16)
-    with pytest.raises(DoesNotFitError, match="no tile yet for .*(softmax|layernorm|matmul)"):
-        build_images(vit, compile_network(vit, spec))
+    rnn = api.convert("qrnn_rows", "crnn")
+    with pytest.raises(DoesNotFitError, match="no recurrent tile yet"):
+        build_images(rnn, compile_network(rnn, HardwareSpec(neuron_tiles=64)))
+    vit = api.convert("vit_qann_L16")           # A V x 127 needs 19-bit currents
+    with pytest.raises(DoesNotFitError, match=r"layer 'blocks_0_attn_out_quant' needs 19-bit currents \(the tiles "
+                                              r"have 18: raise current_width\)"):
+        build_images(vit, compile_network(vit, HardwareSpec(neuron_tiles=64, matmul_tiles=8, unit_tiles=16)))
+    narrow = HardwareSpec(neuron_tiles=64, matmul_tiles=8, unit_tiles=16, current_width=20, v_width=22, value_bits=4)
+    with pytest.raises(DoesNotFitError, match=r"layer 'blocks_0_attn_matmul': an increment gain x trace can reach "
+                                              r"\d+, over the 4-bit range .*raise value_bits"):
+        build_images(vit, compile_network(vit, narrow))
 
 
 def test_fanout_over_the_limit_names_the_layer(qcnn):
     spec = HardwareSpec(**{**QCNN_SPEC.to_dict(), "max_fanout": 2})
-    with pytest.raises(DoesNotFitError, match=r"layer 'q1' \(tile 0\): neuron \d+ feeds 4 destinations, a routing "
+    with pytest.raises(DoesNotFitError, match=r"layer 'q1' \(neuron tile 0\): neuron \d+ feeds 4 destinations, a routing "
                                               r"table allows 2: raise max_fanout"):
         build_images(qcnn, compile_network(qcnn, spec))
 
@@ -88,8 +95,9 @@ def test_generate_accelerator_writes_verilog(tmp_path):
     paths = api.generate_accelerator(HardwareSpec(neuron_tiles=2, matmul_tiles=0, unit_tiles=0, neurons=64,
                                                   synapse_words=128, route_words=256), tmp_path)
     assert "module spikeforge_accelerator" in paths["verilog"].read_text()
-    with pytest.raises(ValueError, match="neuron tiles only so far.*set both to 0"):
-        api.generate_accelerator(HardwareSpec(neuron_tiles=2, matmul_tiles=1, unit_tiles=0), tmp_path)
+    with pytest.raises(ValueError, match="matmul tiles need lanes that are a power of two"):
+        api.generate_accelerator(HardwareSpec(neuron_tiles=2, matmul_tiles=1, unit_tiles=0, lanes=3, neurons=96),
+                                 tmp_path)
 
 
 def test_malformed_commands_and_events_are_rejected_and_counted():

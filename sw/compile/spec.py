@@ -47,7 +47,7 @@ class HardwareSpec:
     tracer_bits: int = 5
     max_fanout: int = 64
     fifo_depth: int = 16
-    unit_width: int = 256
+    unit_width: int = 1024
     exp_words: int = 1024
     total_bits: int = 16
     scale_bits: int = 24
@@ -71,7 +71,7 @@ class HardwareSpec:
         check_int("tracer_bits", self.tracer_bits, minimum=2, maximum=16)
         check_int("max_fanout", self.max_fanout, minimum=1, maximum=self.route_words)
         check_int("fifo_depth", self.fifo_depth, minimum=2, maximum=1 << 16)
-        check_int("unit_width", self.unit_width, minimum=1, maximum=min(self.unit_words, 1 << 12))
+        check_int("unit_width", self.unit_width, minimum=1, maximum=1 << 12)
         check_int("exp_words", self.exp_words, minimum=2, maximum=1 << 16)
         check_int("total_bits", self.total_bits, minimum=2, maximum=32)
         check_int("scale_bits", self.scale_bits, minimum=2, maximum=40)
