@@ -755,8 +755,8 @@ def network_show(path):
               help="Output folder (replaced whole when the run finishes; left as it was if interrupted).")
 @click.option("--synth/--no-synth", default=True, show_default=True, help="Run yosys + nextpnr on the default core.")
 @click.option("--events", type=POSITIVE, default=2000, show_default=True, help="Random input events per core.")
-@click.option("--images", type=POSITIVE, default=8, show_default=True,
-              help="Test images the network runs on the accelerator.")
+@click.option("--images", type=POSITIVE, default=2, show_default=True,
+              help="Test images the network runs on the accelerator (benchmarks/accelerator.py runs all 360).")
 def demo(out, synth, events, images):
     """Run the chain end to end: an embedded network converted, compiled onto tiles and run on the
     generated accelerator (Verilator), bit-exact against its golden model; then the default neuron

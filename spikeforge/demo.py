@@ -1,10 +1,10 @@
 """``spikeforge demo``: everything that exists of the chain, run for real.
 
-First the main job on an embedded network (``qcnn``, crnn flow; the digits ViT follows once the
-accelerator has its matmul and function-unit tiles): convert it, compile it onto neuron tiles,
-generate the accelerator, load the program and run test images on Verilator; every layer's spikes
-are compared with the golden model and the outputs with the integer QANN; reported: ANN / QANN /
-SNN / RTL accuracy, cycles per inference against the lower bound, and the energy estimate.
+First the main job on the embedded default network (the digits ViT ``vit_qann_L16``, spikezip flow):
+convert it, compile it onto neuron, matmul and function-unit tiles, generate the accelerator, load the
+program and run test images on Verilator; every layer's spikes are compared with the golden model and
+the outputs with the integer QANN; reported: ANN / QANN / SNN / RTL accuracy, cycles per inference
+against the lower bound, and the energy estimate.
 
 Then, for each neuron model (ST-BIF, BIF, IF, one-spike phase): generate the core's Verilog, make a golden
 trace with the bit-exact model, replay it on Verilator through cocotb with random stalls on every
@@ -27,10 +27,11 @@ from . import api
 from .outputs import output_folder
 from .progress import Progress
 
-__all__ = ["run_demo", "DEMO_CORES", "DEMO_NETWORK"]
+__all__ = ["run_demo", "DEMO_CORES", "DEMO_NETWORK", "DEMO_IMAGES"]
 
 DEMO_CORES = ("stbif", "bif", "if", "phase")
-DEMO_NETWORK = "qcnn"
+DEMO_NETWORK = "vit_qann_L16"
+DEMO_IMAGES = 2
 
 
 def _raster(golden, observed, path: Path, title: str):
@@ -64,7 +65,7 @@ def _waveform(core, golden, path: Path):
     run_amaranth(core, lambda bench: replay_core(bench, core, short, idle=0.2, backpressure=0.2), vcd=str(path))
 
 
-def run_demo(out, *, synth: bool = True, events: int = 2000, images: int = 8, model: str = DEMO_NETWORK,
+def run_demo(out, *, synth: bool = True, events: int = 2000, images: int = DEMO_IMAGES, model: str = DEMO_NETWORK,
              console: Console | None = None) -> bool:
     """Run the demo into folder ``out`` (replaced whole when the run finishes, left as it was if it is
     interrupted; see :mod:`spikeforge.outputs`). Returns whether every RTL run was bit-exact."""
@@ -87,7 +88,7 @@ def _layer_raster(check, path: Path):
     import matplotlib.pyplot as plt
     run, golden = check.runs[0], check.golden_traces[0]
     layers = list(golden)
-    fig, axes = plt.subplots(len(layers), 1, figsize=(8, 2.2 * len(layers)), squeeze=False)
+    fig, axes = plt.subplots(len(layers), 1, figsize=(8, 1.6 * len(layers)), squeeze=False)
     for ax, name in zip(axes[:, 0], layers):
         g = golden[name]["spikes"]
         ax.scatter(g[:, 0], g[:, 1], s=14, facecolors="none", edgecolors="tab:blue", linewidths=0.6,
@@ -135,8 +136,10 @@ def _run_network(out: Path, model: str, images: int, progress, console: Console)
          "cycles_per_bound": float((cycles / busiest).mean()), "steps_mean": float(np.mean([r.steps for r in c.runs])),
          "energy_pj_snn": energy, "energy_pj_ann": ann_energy}
     (folder / "results.json").write_text(json.dumps(d, indent=1) + "\n")
-    t = Table("", "value", title=f"{model} on the generated accelerator ({len(c.images.tiles)} neuron tiles x "
-                                 f"{c.spec.lanes} lanes, Verilator, {len(c.runs)} test images)")
+    kinds = ", ".join(f"{getattr(c.spec, f'{k}_tiles')} {k}" for k in ("neuron", "matmul", "unit")
+                      if getattr(c.spec, f"{k}_tiles"))
+    t = Table("", "value", title=f"{model} on the generated accelerator ({kinds} tiles x {c.spec.lanes} lanes, "
+                                 f"Verilator, {len(c.runs)} test images)")
     t.add_row("accuracy ANN / QANN / SNN / RTL", " / ".join(f"{100 * a:.1f}" for a in d["accuracy"].values()) + " %")
     t.add_row("RTL = golden model (every layer's spikes) and outputs = integer QANN",
               "[green]all images[/]" if c.passed else f"[red]{c.mismatched_images} images differ, "
