@@ -136,3 +136,21 @@ def test_malformed_commands_and_events_are_rejected_and_counted():
     assert counters[(1, 0)] == 1                                    # the READ of a group tile 1 lacks
     assert not any(g["kind"] == RespKind.STATE for g in got)
     assert tile0["rejected"] == 1 and net["bus_rejected"] == 1 and net["rejected_commands"] == 3
+
+
+@pytest.mark.verilator
+def test_the_digits_vit_on_verilator_equals_the_golden_model_layer_by_layer():
+    """The spikezip ViT on neuron, matmul (graded Q K^T, A V into its quant neurons) and unit (softmax,
+    LayerNorm) tiles: one image with stalls on both host streams (the demo runs two more without)."""
+    vit = api.convert("vit_qann_L16")
+    images = build_images(vit, compile_network(vit, api.fit_spec(vit)))     # the demo's accelerator
+    assert {im.kind for im in images.tiles} == {"neuron", "matmul", "unit"}
+    x, counts = _inputs(vit, 1)
+    runs = run_accelerator(images, counts, max_steps=128, idle=0.2, backpressure=0.3, seed=5)
+    qann = run_qann(vit, x)
+    golden = run_snn(vit, x, timing="layer", record=0)
+    assert compare_layers(images, runs[0], golden.traces, qann.output[0]) is None
+    assert not runs[0].errors, runs[0].errors
+    graded = {im.tile for im in images.tiles if im.kind == "matmul" and im.program.graded}
+    spikes = runs[0].spikes[~np.isin(runs[0].spikes[:, 1], list(graded))]
+    assert len(spikes) == int(golden.spikes_total[0]) and runs[0].steps == int(golden.steps[0])
