@@ -62,7 +62,7 @@ def measure(model: str, n: int | None, log=print, speed_images: int = 360) -> di
     logged_seconds = time.perf_counter() - t0
     P, N = images.fmt.lanes, images.fmt.neurons
     mismatched, errors, first = 0, 0, None
-    rtl_pred, cycles, busiest, balanced, energy = [], [], [], [], []
+    rtl_pred, cycles, busiest, balanced, energy, busy_share, busy_layer = [], [], [], [], [], [], {}
     for i, run in enumerate(runs):
         golden = run_snn(net, x[i:i + 1], timing="layer", record=0)
         mm = compare_layers(images, run, golden.traces, qann.output[i])
@@ -75,6 +75,10 @@ def measure(model: str, n: int | None, log=print, speed_images: int = 360) -> di
         busiest.append(costs.busiest_bound)
         balanced.append(costs.balanced_bound)
         energy.append(costs.energy_pj)
+        tile, busy = max(run.busy_cycles.items(), key=lambda kv: kv[1])
+        busy_share.append(busy / run.run_cycles)
+        name = images.image(tile).layer
+        busy_layer[name] = busy_layer.get(name, 0) + 1
         if (i + 1) % 20 == 0 or len(runs) < 40:
             log(f"{model}: {i + 1}/{len(runs)} images, {mismatched} mismatched")
     t0 = time.perf_counter()
@@ -94,6 +98,8 @@ def measure(model: str, n: int | None, log=print, speed_images: int = 360) -> di
            "busiest_tile_bound_mean": float(busiest.mean()), "balanced_bound_mean": float(balanced.mean()),
            "ratio_to_busiest": float((cycles / busiest).mean()), "ratio_to_balanced": float((cycles / balanced).mean()),
            "steps_mean": float(np.mean([r.steps for r in runs])),
+           "busiest_measured_share": float(np.mean(busy_share)),
+           "busiest_measured_layer": max(busy_layer, key=busy_layer.get),
            "energy_uj_mean": float(np.mean(energy)) / 1e6, "ann_energy_uj": mac_ac_energy(ann_macs(net), 0) / 1e6,
            "verilator_cycles_per_s": quiet_cycles / seconds, "verilator_images_per_s": speed_images / seconds,
            "logged_images_per_s": len(runs) / logged_seconds, "program_writes": len(images.writes())}
@@ -124,7 +130,11 @@ def _md(rows: list[dict], seconds: float) -> str:
             f"{r['ratio_to_balanced']:.2f}x | {r['steps_mean']:.1f} | {r['energy_uj_mean']:.3f} / {r['ann_energy_uj']:.3f} | "
             f"{r['verilator_cycles_per_s']:.0f} | "
             f"{r['verilator_images_per_s']:.1f} |")
-    lines += ["", "Energy: SpikeZIP-TF's model (4.6 pJ per MAC, 0.9 pJ per AC) on the operations the accelerator did "
+    lines += ["", "Measured busiest tile (`busy_cycles` counters: cycles of the run a tile was not idle), mean share "
+              "of the run and the layer it most often was: " + "; ".join(
+                  f"{r['model']}: {100 * r['busiest_measured_share']:.0f} % ({r['busiest_measured_layer']})"
+                  for r in rows if "busiest_measured_share" in r) + ".",
+              "", "Energy: SpikeZIP-TF's model (4.6 pJ per MAC, 0.9 pJ per AC) on the operations the accelerator did "
               "(input events x columns as MACs, routed spikes x columns as ACs) against the integer ANN's MACs; "
               "the papers' 45 nm estimate, not a measurement of an FPGA.", "", "What limits it: the busiest tile (the layer with the most input events x lane groups) sets the "
               "pace; every core sweeps all N/P groups each step even where the program uses fewer; the step "

@@ -191,6 +191,13 @@ class Accelerator(wiring.Component):
         with m.If(spikes_now.any()):
             m.d.sync += step_spikes.eq(saturating_increment(step_spikes, popcount(spikes_now)))
 
+        # ---- activity: cycles of the run each tile is not idle ---------------------------------------------
+        running = Signal()
+        busy_of = [Signal(cw, name=f"busy_cycles{t}") for t in range(T)]
+        for t, tile in enumerate(tiles):
+            with m.If(running & ~tile.idle):
+                m.d.sync += busy_of[t].eq(saturating_increment(busy_of[t], 1))
+
         # ---- quiet: nothing held or offered anywhere in the network (two cycles in a row) ---------------
         idles = [bus.idle, ~ctrl_valid.any()] + [t.idle for t in tiles] + [f.idle for f in fans] + idles_extra
         quiet_now, logs_empty = Signal(), Signal()
@@ -235,6 +242,7 @@ class Accelerator(wiring.Component):
                             m.d.comb += self.commands.ready.eq(1)
                             m.d.sync += [steps_left.eq(cmd.data), until_quiet.eq(cmd.mem[0]), run_spikes.eq(0),
                                          guard.eq(3), run_cycles.eq(0), run_events.eq(0)]
+                            m.d.sync += [b.eq(0) for b in busy_of]
                             m.next = "BARRIER"
                         with m.Case(CmdOp.READ):
                             m.d.comb += self.commands.ready.eq(1)
@@ -262,6 +270,7 @@ class Accelerator(wiring.Component):
                 with m.Elif(quiet):
                     m.next = "IDLE"
             with m.State("BARRIER"):               # wait for quiet, then start a step (or finish)
+                m.d.comb += running.eq(1)
                 m.d.sync += [run_cycles.eq(saturating_increment(run_cycles, 1)),
                              run_events.eq(saturating_increment(run_events, bus.moved))]
                 with m.If(guard != 0):
@@ -274,6 +283,7 @@ class Accelerator(wiring.Component):
                                      guard.eq(3)]
                         m.next = "STEPPING"
             with m.State("STEPPING"):              # the step's sweeps and their events drain
+                m.d.comb += running.eq(1)
                 m.d.sync += [run_cycles.eq(saturating_increment(run_cycles, 1)),
                              run_events.eq(saturating_increment(run_events, bus.moved))]
                 with m.If(guard != 0):
@@ -298,7 +308,8 @@ class Accelerator(wiring.Component):
                              ctrl.payload.tile.eq(counter_tile), ctrl.payload.addr.eq(counter_index),
                              ctrl.payload.step.eq(step)]
                 for t in range(T):
-                    values = [rejected_of[t], tiles[t].product_overflows, tiles[t].overflows, fans[t].rejected]
+                    values = [rejected_of[t], tiles[t].product_overflows, tiles[t].overflows, fans[t].rejected,
+                              busy_of[t]]
                     with m.If(counter_tile == t):
                         for i, v in enumerate(values):
                             with m.If(counter_index == i):

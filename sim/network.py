@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..sw.accelerator import NETWORK_COUNTERS, TILE_COUNTERS, CmdOp, RespKind
+from ..sw.accelerator import ACTIVITY_COUNTERS, NETWORK_COUNTERS, TILE_COUNTERS, CmdOp, RespKind
 from ..sw.compile.images import Images, host_commands
 from .bench import Bench, SimulationTimeout, StreamSink, StreamSource, check_stall_probability, clock
 
@@ -38,7 +38,12 @@ class SampleRun:
     def errors(self) -> dict:
         """The error counters that moved (every one must stay 0): rejected / malformed events and
         commands, saturated products, potential overflows."""
-        return {k: v for k, v in self.counters.items() if k[1] not in ("run_cycles", "run_events") and v}
+        return {k: v for k, v in self.counters.items() if k[1] not in ACTIVITY_COUNTERS and v}
+
+    @property
+    def busy_cycles(self) -> dict:
+        """Per tile: cycles of the run in which it was not idle."""
+        return {k[0]: v for k, v in self.counters.items() if k[1] == "busy_cycles"}
 
     @property
     def run_cycles(self) -> int:

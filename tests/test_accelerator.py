@@ -36,6 +36,7 @@ def _check(net, images, runs, x):
         mismatch = compare_layers(images, run, golden.traces, qann.output[i])
         assert mismatch is None, f"image {i}: {mismatch}"
         assert not run.errors, run.errors
+        assert 0 < max(run.busy_cycles.values()) <= run.run_cycles
         assert run.run_spikes == len(run.spikes) == int(golden.spikes_total[0])
 
 
