@@ -54,22 +54,6 @@ class VerilatorBuild:
         return self.directory / "build"
 
 
-def _runner():
-    """cocotb's Verilator runner, building with ``--public-depth 1`` instead of its ``--public-flat-rw``: the
-    benches touch only the top-level ports, and making every internal signal public and writable keeps
-    Verilator from optimising the model (measured on the ViT accelerator: see docs/accelerator.md)."""
-    from cocotb_tools.runner import Verilator
-
-    class TopPortsVerilator(Verilator):
-        def _build_command(self):
-            cmds = super()._build_command()
-            first = [a for a in cmds[0] if a != "--public-flat-rw"]
-            if len(first) == len(cmds[0]):
-                raise SimulationError("cocotb's Verilator runner no longer passes --public-flat-rw; review _runner")
-            return [first + ["--public-depth", "1"]] + list(cmds[1:])
-    return TopPortsVerilator()
-
-
 def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, ...] = ()) -> VerilatorBuild:
     """Verilog for ``component`` compiled by Verilator, reusing a cached build of the same design."""
     info = ensure_verilator()
@@ -77,7 +61,7 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
     _check_constant_processes(text, name)
     # waves: the runner adds --trace (VCD). FST would need zlib/lz4 headers that no pip package ships.
     args = list(BUILD_ARGS) + list(extra_args) + (["--trace-structs"] if waves else [])
-    key = hashlib.sha256(json.dumps([text, args, "public-depth-1", waves, info.version, metadata.version("cocotb"),
+    key = hashlib.sha256(json.dumps([text, args, waves, info.version, metadata.version("cocotb"),
                                      name]).encode()).hexdigest()[:16]
     directory = cache_dir() / f"{name}-{key}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,6 +72,7 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
         if done.exists():
             return VerilatorBuild(name, directory, src, True)
         src.write_text(text)
+        from cocotb_tools.runner import get_runner
         log = directory / "build.log"
         # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model large enough to be
         # split into several files (and use a precompiled header) fails to compile with
@@ -96,8 +81,8 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
         saved = os.environ.get("MAKEFLAGS")
         os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
         try:
-            _runner().build(sources=[src], hdl_toplevel=name, build_dir=directory / "build",
-                            build_args=args, waves=waves, log_file=log)
+            get_runner("verilator").build(sources=[src], hdl_toplevel=name, build_dir=directory / "build",
+                                          build_args=args, waves=waves, log_file=log)
         except Exception as e:  # the runner raises on a failing compile; surface the log
             shutil.rmtree(directory / "build", ignore_errors=True)
             tail = log.read_text()[-3000:] if log.exists() else ""
