@@ -616,7 +616,7 @@ def compile_command(model, network_file, images, timing, out, **spec_fields):
 
 @simulate.command("network")
 @click.option("--model", default="qcnn", show_default=True,
-              help="Embedded count-coded checkpoint the accelerator runs (so far: qcnn).")
+              help="Embedded count-coded checkpoint the accelerator runs (qcnn, vit_qann_L8/16/32; qrnn needs the recurrent tile).")
 @click.option("--network", "network_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A network file from `spikeforge convert -o` instead of --model.")
 @functools.partial(_spec_options, fit=True)
