@@ -27,7 +27,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.accelerator import NETWORK_COUNTERS, TILE_COUNTERS, AcceleratorFormat, CmdOp, RespKind
-from ..sw.program import TileMemory
 from .arith import popcount, saturating_increment
 from .events import EventOp, event_layout
 from .fanout import FanOut

@@ -17,18 +17,16 @@ and traces saturate and are counted in ``product_overflows``; malformed axons ar
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import memory, stream
 
 from ..sw.fixed import signed_range
 from ..sw.matmul_tile import MATMUL_REGISTERS, MatmulProgram, MatmulTileFormat
 from ..sw.neurons import NeuronModel
 from ..sw.program import ConfigFormat, TileMemory
-from .arith import index_width, saturating_increment
-from .events import EventOp, event_signature
-from .neuron_core import CoreOp, NeuronCore
-from .neuron_rules import lane_rule
-from .neuron_tile import config_layout, serialise_spikes
+from .arith import saturating_increment
+from .events import EventOp
+from .neuron_core import CoreOp
+from .neuron_tile import CoreTile, serialise_spikes
 
 __all__ = ["MatmulTile", "matmul_config_format"]
 
@@ -38,43 +36,17 @@ def matmul_config_format(fmt, model: NeuronModel) -> ConfigFormat:
     return fmt.config_format(model)
 
 
-class MatmulTile(wiring.Component):
+class MatmulTile(CoreTile):
     """One matmul tile of hardware ``fmt`` (:class:`~spikeforge.sw.matmul_tile.MatmulTileFormat`) with quant
     neurons of ``model``'s kind and widths. Members as :class:`~spikeforge.hw.neuron_tile.NeuronTile`."""
 
     def __init__(self, fmt: MatmulTileFormat, model: NeuronModel, *, program: MatmulProgram | None = None,
                  counter_width: int = 32, config_format: ConfigFormat | None = None):
-        try:
-            if not isinstance(fmt, MatmulTileFormat):
-                raise TypeError(f"fmt must be a MatmulTileFormat, not {type(fmt).__name__}")
-            if fmt.lanes & (fmt.lanes - 1):
-                raise ValueError(f"a matmul tile needs lanes that are a power of two, not {fmt.lanes}")
-            if model.current_width != fmt.current_width:
-                raise ValueError(f"the neuron model's current_width={model.current_width} differs from the tile's "
-                                 f"current_width={fmt.current_width}")
-            if not lane_rule(model).runtime:
-                raise TypeError(f"a matmul tile runs ST-BIF neurons; {model.kind} has no run-time parameters")
-            if program is not None:
-                program.check(fmt, model)
-            self.core = NeuronCore(model, neurons=fmt.neurons, lanes=fmt.lanes, counter_width=counter_width,
-                                   runtime_params=True)
-            self.config_format = config_format or matmul_config_format(fmt, model)
-            need = matmul_config_format(fmt, model)
-            if self.config_format.addr_bits < need.addr_bits or self.config_format.data_bits < need.data_bits:
-                raise ValueError(f"config_format={self.config_format} is narrower than the tile needs ({need})")
-        except (TypeError, ValueError):
+        if isinstance(fmt, MatmulTileFormat) and fmt.lanes & (fmt.lanes - 1):
             self._MustUse__silence = True
-            raise
-        self.core._MustUse__silence = True
-        self.fmt, self.model, self.program = fmt, model, program
-        self.counter_width = counter_width
-        self.event_format = fmt.event_format()
-        sig = event_signature(self.event_format)
-        super().__init__({"inputs": In(sig), "outputs": Out(sig),
-                          "readback": Out(stream.Signature(self.core.readback_layout)),
-                          "writes": In(stream.Signature(config_layout(self.config_format))),
-                          "rejected": Out(counter_width), "product_overflows": Out(counter_width),
-                          "overflows": Out(counter_width), "idle": Out(1)})
+            raise ValueError(f"a matmul tile needs lanes that are a power of two, not {fmt.lanes}")
+        need = matmul_config_format(fmt, model) if isinstance(fmt, MatmulTileFormat) else None
+        self._init_tile(fmt, MatmulTileFormat, model, program, counter_width, config_format, need, "matmul tile")
 
     @property
     def verilog_name(self) -> str:
@@ -84,11 +56,6 @@ class MatmulTile(wiring.Component):
         m = Module()
         fmt, P, prog = self.fmt, self.fmt.lanes, self.program
         lb = (P - 1).bit_length()
-        m.submodules.core = core = self.core
-        own_rejected = Signal(self.counter_width)
-        m.d.comb += [self.overflows.eq(core.overflows),
-                     self.rejected.eq(saturating_increment(own_rejected, core.rejected))]
-        wiring.connect(m, wiring.flipped(self.readback), core.readback)
 
         regs0 = prog.registers(P) if prog is not None else {name: 0 for name in MATMUL_REGISTERS}
         if prog is None:
@@ -99,11 +66,7 @@ class MatmulTile(wiring.Component):
         gain = Signal(signed(fmt.gain_bits), init=regs0["gain"])
         graded = Signal(init=regs0["graded"])
         b_base = Signal(range(fmt.words + 1), init=regs0["b_base"])
-        params = core.params
-        theta = Signal.like(params.theta, init=regs0["theta"])
-        s_min = Signal.like(params.s_min, init=regs0["s_min"])
-        s_max = Signal.like(params.s_max, init=regs0["s_max"])
-        m.d.comb += [params.theta.eq(theta), params.s_min.eq(s_min), params.s_max.eq(s_max)]
+        core, own_rejected, theta, s_min, s_max = self._core(m, regs0)
         groups = Signal(range(fmt.cols // P + 2))
         m.d.sync += groups.eq((cols + P - 1) >> lb)
         active = Signal.like(core.active_groups)

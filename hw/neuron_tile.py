@@ -34,7 +34,7 @@ from .events import EventOp, event_signature
 from .neuron_core import CoreOp, NeuronCore
 from .neuron_rules import lane_rule
 
-__all__ = ["NeuronTile", "config_layout", "tile_config_format", "serialise_spikes"]
+__all__ = ["NeuronTile", "CoreTile", "config_layout", "tile_config_format", "serialise_spikes"]
 
 
 def serialise_spikes(m, core: NeuronCore, outputs, marker: Signal):
@@ -75,6 +75,61 @@ def serialise_spikes(m, core: NeuronCore, outputs, marker: Signal):
     return busy, marker_taken
 
 
+class CoreTile(wiring.Component):
+    """What the three tile kinds share: an ST-BIF/BIF :class:`~.neuron_core.NeuronCore` with run-time
+    parameters behind a front end, the event ports, the configuration-write port and the counters
+    (members: ``inputs``, ``outputs``, ``readback``, ``writes``, ``rejected``, ``product_overflows``,
+    ``overflows``, ``idle``). Subclasses call :meth:`_init_tile` from their constructor."""
+
+    def _init_tile(self, fmt, fmt_type, model: NeuronModel, program, counter_width: int,
+                   config_format: ConfigFormat | None, need: ConfigFormat, kind: str):
+        try:
+            if not isinstance(fmt, fmt_type):
+                raise TypeError(f"fmt must be a {fmt_type.__name__}, not {type(fmt).__name__}")
+            if model.current_width != fmt.current_width:
+                raise ValueError(f"the neuron model's current_width={model.current_width} differs from the tile's "
+                                 f"current_width={fmt.current_width}: build both with the same width")
+            if not lane_rule(model).runtime:
+                raise TypeError(f"a {kind} runs ST-BIF or BIF neurons (their parameters are programmed); "
+                                f"{model.kind} has no run-time parameters")
+            if program is not None:
+                program.check(fmt, model)
+            self.core = NeuronCore(model, neurons=fmt.neurons, lanes=fmt.lanes, counter_width=counter_width,
+                                   runtime_params=True)
+            self.config_format = config_format or need
+            if self.config_format.addr_bits < need.addr_bits or self.config_format.data_bits < need.data_bits:
+                raise ValueError(f"config_format={self.config_format} is narrower than the tile needs ({need})")
+        except (TypeError, ValueError):
+            self._MustUse__silence = True
+            raise
+        self.core._MustUse__silence = True           # elaborated with the tile
+        self.fmt, self.model, self.program = fmt, model, program
+        self.counter_width = counter_width
+        self.event_format = fmt.event_format()
+        sig = event_signature(self.event_format)
+        wiring.Component.__init__(self, {
+            "inputs": In(sig), "outputs": Out(sig), "readback": Out(stream.Signature(self.core.readback_layout)),
+            "writes": In(stream.Signature(config_layout(self.config_format))),
+            "rejected": Out(counter_width), "product_overflows": Out(counter_width),
+            "overflows": Out(counter_width), "idle": Out(1)})
+
+    def _core(self, m: Module, regs0: dict):
+        """Add the core; return ``(core, own_rejected, theta, s_min, s_max)``: the tile's own rejected-event
+        counter (added to the core's in ``rejected``) and the neuron-parameter registers (reset values
+        from ``regs0``) that drive the core."""
+        m.submodules.core = core = self.core
+        own_rejected = Signal(self.counter_width)
+        m.d.comb += [self.overflows.eq(core.overflows),
+                     self.rejected.eq(saturating_increment(own_rejected, core.rejected))]
+        wiring.connect(m, wiring.flipped(self.readback), core.readback)
+        params = core.params
+        theta = Signal.like(params.theta, init=regs0["theta"])
+        s_min = Signal.like(params.s_min, init=regs0["s_min"])
+        s_max = Signal.like(params.s_max, init=regs0["s_max"])
+        m.d.comb += [params.theta.eq(theta), params.s_min.eq(s_min), params.s_max.eq(s_max)]
+        return core, own_rejected, theta, s_min, s_max
+
+
 def config_layout(fmt: ConfigFormat) -> data.StructLayout:
     """``{mem, addr, data}`` of one configuration write."""
     return data.StructLayout({"mem": MEMORY_BITS, "addr": fmt.addr_bits, "data": fmt.data_bits})
@@ -87,7 +142,7 @@ def tile_config_format(fmt: NeuronTileFormat, model: NeuronModel) -> ConfigForma
                                                 index_width(fmt.neurons + 1) + 1))
 
 
-class NeuronTile(wiring.Component):
+class NeuronTile(CoreTile):
     """One neuron tile of hardware ``fmt`` (:class:`~spikeforge.sw.neuron_tile.NeuronTileFormat`) with
     neurons of ``model``'s kind and widths (ST-BIF or BIF: ``theta`` and the tracer bounds come from the
     program). ``weights [cols, fan_in]`` is shorthand for ``program=TileProgram.for_format(fmt, model,
@@ -106,39 +161,15 @@ class NeuronTile(wiring.Component):
     def __init__(self, fmt: NeuronTileFormat, model: NeuronModel, weights=None, *, program: TileProgram | None = None,
                  counter_width: int = 32, config_format: ConfigFormat | None = None):
         try:
-            if not isinstance(fmt, NeuronTileFormat):
-                raise TypeError(f"fmt must be a NeuronTileFormat, not {type(fmt).__name__}")
-            if model.current_width != fmt.current_width:
-                raise ValueError(f"the neuron model's current_width={model.current_width} differs from the tile's "
-                                 f"current_width={fmt.current_width}: build both with the same width")
-            if not lane_rule(model).runtime:
-                raise TypeError(f"a neuron tile runs ST-BIF or BIF neurons (their parameters are programmed); "
-                                f"{model.kind} has no run-time parameters")
             if weights is not None and program is not None:
                 raise TypeError("give weights or program, not both")
-            if weights is not None:
+            if weights is not None and isinstance(fmt, NeuronTileFormat):
                 program = TileProgram.for_format(fmt, model, weights)
-            if program is not None:
-                program.check(fmt, model)
-            self.core = NeuronCore(model, neurons=fmt.neurons, lanes=fmt.lanes, counter_width=counter_width,
-                                   runtime_params=True)
-            self.config_format = config_format or tile_config_format(fmt, model)
-            need = tile_config_format(fmt, model)
-            if self.config_format.addr_bits < need.addr_bits or self.config_format.data_bits < need.data_bits:
-                raise ValueError(f"config_format={self.config_format} is narrower than the tile needs ({need})")
+            need = tile_config_format(fmt, model) if isinstance(fmt, NeuronTileFormat) else None
         except (TypeError, ValueError):
             self._MustUse__silence = True
             raise
-        self.core._MustUse__silence = True           # elaborated with the tile
-        self.fmt, self.model, self.program = fmt, model, program
-        self.counter_width = counter_width
-        self.event_format = fmt.event_format()
-        sig = event_signature(self.event_format)
-        super().__init__({"inputs": In(sig), "outputs": Out(sig),
-                          "readback": Out(stream.Signature(self.core.readback_layout)),
-                          "writes": In(stream.Signature(config_layout(self.config_format))),
-                          "rejected": Out(counter_width), "product_overflows": Out(counter_width),
-                          "overflows": Out(counter_width), "idle": Out(1)})
+        self._init_tile(fmt, NeuronTileFormat, model, program, counter_width, config_format, need, "neuron tile")
 
     @property
     def weights(self) -> np.ndarray:
@@ -169,26 +200,16 @@ class NeuronTile(wiring.Component):
         m = Module()
         fmt, P = self.fmt, self.fmt.lanes
         prog, model = self.program, self.model
-        m.submodules.core = core = self.core
-        own_rejected = Signal(self.counter_width)
-        m.d.comb += [self.overflows.eq(core.overflows),
-                     self.rejected.eq(saturating_increment(own_rejected, core.rejected))]
-        wiring.connect(m, wiring.flipped(self.readback), core.readback)
-
         # ---- registers (reset values from the initial program) --------------------------------------------
         regs0 = prog.registers(P) if prog is not None else {name: 0 for name in TILE_REGISTERS}
         if prog is None:
             regs0.update(theta=1)
+        core, own_rejected, theta, s_min, s_max = self._core(m, regs0)
         tokens = Signal(range(fmt.tokens + 1), init=regs0["tokens"])
         groups = Signal(range(fmt.max_groups + 1), init=regs0["groups"])
         fan_in = Signal(range(fmt.fan_in + 1), init=regs0["fan_in"])
-        params = core.params
-        theta = Signal.like(params.theta, init=regs0["theta"])
-        s_min = Signal.like(params.s_min, init=regs0["s_min"])
-        s_max = Signal.like(params.s_max, init=regs0["s_max"])
         readout = Signal(init=regs0["readout"])
         has_bias = Signal(init=regs0["bias"])
-        m.d.comb += [params.theta.eq(theta), params.s_min.eq(s_min), params.s_max.eq(s_max)]
         active = Signal.like(core.active_groups)        # the sweep covers the program's neurons only
         m.d.sync += active.eq(tokens * groups)
         m.d.comb += core.active_groups.eq(active)

@@ -30,19 +30,17 @@ and unknown ops are dropped and counted in ``rejected``. Every stream may stall;
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import memory
 
 from ..sw.fixed import signed_range
 from ..sw.neurons import NeuronModel
 from ..sw.program import ConfigFormat, TileMemory
 from ..sw.unit_tile import UNIT_OPS, UNIT_REGISTERS, UnitProgram, UnitTileFormat, datapath_widths
 from ..sw.units import OUT_FRAC_BITS, SOFTMAX_FRAC_BITS, SQRT_FRAC_BITS
-from .arith import index_width, saturating_increment
-from .events import EventOp, event_signature
-from .neuron_core import CoreOp, NeuronCore
-from .neuron_rules import lane_rule
-from .neuron_tile import config_layout, serialise_spikes
+from .arith import saturating_increment
+from .events import EventOp
+from .neuron_core import CoreOp
+from .neuron_tile import CoreTile, serialise_spikes
 
 __all__ = ["UnitTile", "unit_config_format"]
 
@@ -52,7 +50,7 @@ def unit_config_format(fmt, model: NeuronModel) -> ConfigFormat:
     return fmt.config_format(model)
 
 
-class UnitTile(wiring.Component):
+class UnitTile(CoreTile):
     """One unit tile of hardware ``fmt`` (:class:`~spikeforge.sw.unit_tile.UnitTileFormat`) with quant
     neurons of ``model``'s kind and widths (ST-BIF; parameters from the program). Starts from ``program``
     if given (a standalone tile), else empty until programmed over ``writes``.
@@ -63,35 +61,8 @@ class UnitTile(wiring.Component):
 
     def __init__(self, fmt: UnitTileFormat, model: NeuronModel, *, program: UnitProgram | None = None,
                  counter_width: int = 32, config_format: ConfigFormat | None = None):
-        try:
-            if not isinstance(fmt, UnitTileFormat):
-                raise TypeError(f"fmt must be a UnitTileFormat, not {type(fmt).__name__}")
-            if model.current_width != fmt.current_width:
-                raise ValueError(f"the neuron model's current_width={model.current_width} differs from the tile's "
-                                 f"current_width={fmt.current_width}")
-            if not lane_rule(model).runtime:
-                raise TypeError(f"a unit tile runs ST-BIF neurons; {model.kind} has no run-time parameters")
-            if program is not None:
-                program.check(fmt, model)
-            self.core = NeuronCore(model, neurons=fmt.neurons, lanes=fmt.lanes, counter_width=counter_width,
-                                   runtime_params=True)
-            self.config_format = config_format or unit_config_format(fmt, model)
-            need = unit_config_format(fmt, model)
-            if self.config_format.addr_bits < need.addr_bits or self.config_format.data_bits < need.data_bits:
-                raise ValueError(f"config_format={self.config_format} is narrower than the tile needs ({need})")
-        except (TypeError, ValueError):
-            self._MustUse__silence = True
-            raise
-        self.core._MustUse__silence = True
-        self.fmt, self.model, self.program = fmt, model, program
-        self.counter_width = counter_width
-        self.event_format = fmt.event_format()
-        sig = event_signature(self.event_format)
-        super().__init__({"inputs": In(sig), "outputs": Out(sig),
-                          "readback": Out(stream.Signature(self.core.readback_layout)),
-                          "writes": In(stream.Signature(config_layout(self.config_format))),
-                          "rejected": Out(counter_width), "product_overflows": Out(counter_width),
-                          "overflows": Out(counter_width), "idle": Out(1)})
+        need = unit_config_format(fmt, model) if isinstance(fmt, UnitTileFormat) else None
+        self._init_tile(fmt, UnitTileFormat, model, program, counter_width, config_format, need, "unit tile")
 
     @property
     def verilog_name(self) -> str:
@@ -103,11 +74,6 @@ class UnitTile(wiring.Component):
         W = datapath_widths(fmt)
         S, T, L = fmt.scale_bits, fmt.total_bits, fmt.level_bits
         F, G, Pq = SOFTMAX_FRAC_BITS, OUT_FRAC_BITS, SQRT_FRAC_BITS
-        m.submodules.core = core = self.core
-        own_rejected = Signal(self.counter_width)
-        m.d.comb += [self.overflows.eq(core.overflows),
-                     self.rejected.eq(saturating_increment(own_rejected, core.rejected))]
-        wiring.connect(m, wiring.flipped(self.readback), core.readback)
 
         # ---- registers -------------------------------------------------------------------------------------
         regs0 = prog.registers(P) if prog is not None else {name: 0 for name in UNIT_REGISTERS}
@@ -122,11 +88,7 @@ class UnitTile(wiring.Component):
         exp_last = Signal(range(fmt.exp_words), init=regs0["exp_last"])
         scale = Signal(signed(S), init=regs0["scale"])
         eps = Signal(signed(S), init=regs0["eps"])
-        params = core.params
-        theta = Signal.like(params.theta, init=regs0["theta"])
-        s_min = Signal.like(params.s_min, init=regs0["s_min"])
-        s_max = Signal.like(params.s_max, init=regs0["s_max"])
-        m.d.comb += [params.theta.eq(theta), params.s_min.eq(s_min), params.s_max.eq(s_max)]
+        core, own_rejected, theta, s_min, s_max = self._core(m, regs0)
         active = Signal.like(core.active_groups)
         m.d.sync += active.eq(rows * groups)
         m.d.comb += core.active_groups.eq(active)
@@ -234,7 +196,6 @@ class UnitTile(wiring.Component):
         E = stage("e", num=signed(W["num"] + 1), den=unsigned(W["den"]), prev=signed(L), **tags)
         Q = [stage(f"q{b}", rem=signed(Wr), den=unsigned(W["den"]), quo=unsigned(L), neg=1, prev=signed(L), **tags)
              for b in range(L + 1)]                        # Q[L]: after the range checks; Q[b]: bits >= b done
-        prev_d = Signal(signed(L))
         stages_busy = Cat(D["valid"], E["valid"], *(q["valid"] for q in Q)).any()
 
         def carry(dst, src):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .events import EventFormat, EventOp
+from .neuron_tile import NeuronParams
 from .fixed import check_int, signed_range
 
 __all__ = ["MatmulTileFormat", "MatmulProgram", "MATMUL_REGISTERS", "matmul_outputs"]
@@ -117,7 +118,7 @@ class MatmulTileFormat:
 
 
 @dataclass(frozen=True, eq=False)
-class MatmulProgram:
+class MatmulProgram(NeuronParams):
     """What one slice loads into a matmul tile: the product's ``rows x inner`` by ``inner x cols`` shape,
     its ``gain``, ``graded`` (increments leave the tile as events) or the quant neurons' ST-BIF
     parameters."""
@@ -153,18 +154,7 @@ class MatmulProgram:
         lo, hi = signed_range(fmt.gain_bits)
         if not lo <= self.gain <= hi:
             raise ValueError(f"gain={self.gain} exceeds the tile's {fmt.gain_bits}-bit gain [{lo}, {hi}]")
-        if self.theta >= 1 << (model.v_width - 1):
-            raise ValueError(f"theta={self.theta} does not fit the tile's {model.v_width}-bit potential")
-        slo, shi = signed_range(model.s_width)
-        if not slo <= self.s_min <= self.s_max <= shi:
-            raise ValueError(f"s_min={self.s_min}, s_max={self.s_max}: need s_min <= s_max within the tile's "
-                             f"{model.s_width}-bit tracer [{slo}, {shi}]")
-
-    def model(self, model):
-        from .neurons import model_from_dict
-        d = model.to_dict()
-        d.update(theta=self.theta, s_min=self.s_min, s_max=self.s_max)
-        return model_from_dict(d)
+        self.check_neuron_params(model)
 
     def registers(self, lanes: int) -> dict[str, int]:
         return {"rows": self.rows, "inner": self.inner, "cols": self.cols, "gain": self.gain,

@@ -37,7 +37,7 @@ from .events import EventFormat, EventOp
 from .fixed import check_int, signed_range
 from .program import TILE_REGISTERS, TileMemory, pack_fields
 
-__all__ = ["NeuronTileFormat", "TileProgram", "tile_core_inputs"]
+__all__ = ["NeuronTileFormat", "TileProgram", "NeuronParams", "tile_core_inputs"]
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,28 @@ class NeuronTileFormat:
             self.words, self.lanes)
 
 
+class NeuronParams:
+    """The ST-BIF parameters ``theta``, ``s_min``, ``s_max`` a tile program sets on its core (every tile
+    kind's program has them): checked against the tile's model and applied to it."""
+
+    def check_neuron_params(self, model) -> None:
+        if self.theta >= 1 << (model.v_width - 1):
+            raise ValueError(f"theta={self.theta} does not fit the tile's {model.v_width}-bit potential")
+        slo, shi = signed_range(model.s_width)
+        if not slo <= self.s_min <= self.s_max <= shi:
+            raise ValueError(f"s_min={self.s_min}, s_max={self.s_max}: need s_min <= s_max within the tile's "
+                             f"{model.s_width}-bit tracer [{slo}, {shi}]")
+
+    def model(self, model):
+        """``model`` (the tile's kind and widths) with this program's parameters."""
+        from .neurons import model_from_dict
+        d = model.to_dict()
+        d.update(theta=self.theta, s_min=self.s_min, s_max=self.s_max)
+        return model_from_dict(d)
+
+
 @dataclass(frozen=True, eq=False)
-class TileProgram:
+class TileProgram(NeuronParams):
     """What one slice loads into a neuron tile: ``tokens x cols`` neurons of fan-in ``fan_in``, the shared
     ``weights [cols, fan_in]``, an optional ``bias [tokens, cols]`` (a bias per neuron), the ST-BIF
     parameters ``theta``, ``s_min``, ``s_max`` and ``readout`` (accumulate only; the host reads the
@@ -199,19 +219,7 @@ class TileProgram:
             if self.bias.min() < lo or self.bias.max() > hi:
                 raise ValueError(f"bias spans [{self.bias.min()}, {self.bias.max()}], over the tile's "
                                  f"{fmt.current_width}-bit current range [{lo}, {hi}]")
-        if self.theta >= 1 << (model.v_width - 1):
-            raise ValueError(f"theta={self.theta} does not fit the tile's {model.v_width}-bit potential")
-        slo, shi = signed_range(model.s_width)
-        if not slo <= self.s_min <= self.s_max <= shi:
-            raise ValueError(f"s_min={self.s_min}, s_max={self.s_max}: need s_min <= s_max within the tile's "
-                             f"{model.s_width}-bit tracer [{slo}, {shi}]")
-
-    def model(self, model):
-        """``model`` (the tile's kind and widths) with this program's parameters."""
-        from .neurons import model_from_dict
-        d = model.to_dict()
-        d.update(theta=self.theta, s_min=self.s_min, s_max=self.s_max)
-        return model_from_dict(d)
+        self.check_neuron_params(model)
 
     def registers(self, lanes: int) -> dict[str, int]:
         return {"tokens": self.tokens, "groups": self.groups(lanes), "fan_in": self.fan_in, "theta": self.theta,

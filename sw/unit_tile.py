@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .events import EventFormat, EventOp
+from .neuron_tile import NeuronParams
 from .fixed import check_int, signed_range
 from .program import ConfigFormat, TileMemory, pack_fields
 from .units import OUT_FRAC_BITS, SOFTMAX_FRAC_BITS, SQRT_FRAC_BITS, UnitConstants, unit_function
@@ -124,7 +125,7 @@ class UnitTileFormat:
 
 
 @dataclass(frozen=True, eq=False)
-class UnitProgram:
+class UnitProgram(NeuronParams):
     """What one slice loads into a unit tile: ``rows x width`` values of a unit with integer constants
     ``constants`` (:class:`~spikeforge.sw.units.UnitConstants` of the IR node) and the quant neurons'
     ST-BIF parameters."""
@@ -175,18 +176,7 @@ class UnitProgram:
             if vals and (min(vals) < slo or max(vals) > shi):
                 raise ValueError(f"{what} span [{min(vals)}, {max(vals)}], over the tile's {fmt.scale_bits}-bit "
                                  f"constants [{slo}, {shi}]: raise the unit tile's scale_bits")
-        if self.theta >= 1 << (model.v_width - 1):
-            raise ValueError(f"theta={self.theta} does not fit the tile's {model.v_width}-bit potential")
-        slo, shi = signed_range(model.s_width)
-        if not slo <= self.s_min <= self.s_max <= shi:
-            raise ValueError(f"s_min={self.s_min}, s_max={self.s_max}: need s_min <= s_max within the tile's "
-                             f"{model.s_width}-bit tracer [{slo}, {shi}]")
-
-    def model(self, model):
-        from .neurons import model_from_dict
-        d = model.to_dict()
-        d.update(theta=self.theta, s_min=self.s_min, s_max=self.s_max)
-        return model_from_dict(d)
+        self.check_neuron_params(model)
 
     def registers(self, lanes: int) -> dict[str, int]:
         k = self.constants
