@@ -6,7 +6,8 @@ value`` is sent on as ``EVENT tile=route.tile axon=route.axon value`` for each o
 table order; ``STEP`` markers are consumed (the accelerator's step barrier does not need them); a neuron
 beyond the pointer table is malformed: dropped and counted in ``rejected``. Both tables are loaded by
 configuration writes (``TileMemory.POINTER`` / ``ROUTE``) on ``writes``. Throughput: one routed event
-every two cycles (read, then send); the output may stall, nothing is dropped.
+per cycle after two cycles per source event (take it, read its pointer); the next destination is read
+as one leaves. The output may stall, nothing is dropped.
 """
 
 from __future__ import annotations
@@ -102,21 +103,19 @@ class FanOut(wiring.Component):
                         m.d.sync += self.rejected.eq(saturating_increment(self.rejected, 1))
             with m.State("POINTER"):               # pointer[neuron] is on the read port's data now
                 m.d.sync += [idx.eq(prd.data.start), left.eq(prd.data.count)]
+                m.d.comb += rrd.addr.eq(prd.data.start)          # the first destination, read at once
                 with m.If(prd.data.count == 0):
                     m.next = "IDLE"
                 with m.Else():
-                    m.next = "READ"
-            with m.State("READ"):
-                m.next = "SEND"
-            with m.State("SEND"):
+                    m.next = "SEND"
+            with m.State("SEND"):                  # one destination per cycle: the next is read as one leaves
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.op.eq(EventOp.EVENT),
                              self.o.payload.tile.eq(rrd.data.tile), self.o.payload.axon.eq(rrd.data.axon),
                              self.o.payload.value.eq(value)]
                 with m.If(self.o.ready):
+                    m.d.comb += rrd.addr.eq(idx + 1)
                     m.d.sync += [idx.eq(idx + 1), left.eq(left - 1)]
                     with m.If(left == 1):
                         m.next = "IDLE"
-                    with m.Else():
-                        m.next = "READ"
         m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & ~self.i.valid)
         return m
