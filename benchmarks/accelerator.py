@@ -129,7 +129,7 @@ def _md(rows: list[dict], seconds: float) -> str:
             f"{r['busiest_tile_bound_mean']:.0f} / {r['balanced_bound_mean']:.0f} | {r['ratio_to_busiest']:.2f}x / "
             f"{r['ratio_to_balanced']:.2f}x | {r['steps_mean']:.1f} | {r['energy_uj_mean']:.3f} / {r['ann_energy_uj']:.3f} | "
             f"{r['verilator_cycles_per_s']:.0f} | "
-            f"{r['verilator_images_per_s']:.1f} |")
+            f"{r['verilator_images_per_s']:.3g} |")
     lines += ["", "Measured busiest tile (`busy_cycles` counters: cycles of the run a tile was not idle), mean share "
               "of the run and the layer it most often was: " + "; ".join(
                   f"{r['model']}: {100 * r['busiest_measured_share']:.0f} % ({r['busiest_measured_layer']})"
