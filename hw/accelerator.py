@@ -1,5 +1,6 @@
-"""The generated accelerator: neuron tiles, their routing tables, the event bus, the step barrier and the
-host interface, for one :class:`~spikeforge.sw.compile.HardwareSpec`.
+"""The generated accelerator: neuron, matmul and unit tiles (:mod:`.neuron_tile`, :mod:`.matmul_tile`,
+:mod:`.unit_tile`), their routing tables, the event bus, the step barrier and the host interface, for one
+:class:`~spikeforge.sw.compile.HardwareSpec`.
 
 The host talks to it through two ``lib.stream`` ports (layouts in :mod:`spikeforge.sw.accelerator`):
 

@@ -22,8 +22,8 @@ __all__ = ["AcceleratorFormat", "pointer_widths", "CmdOp", "RespKind", "TILE_COU
 
 #: The counters a ``COUNTERS tile`` command returns, in order, for a tile and (``tile = tiles``) the network
 #: (``run_cycles``: cycles from the last ``RUN`` command to its ``DONE``; ``run_events``: events the bus
-#: moved during it; a tile's ``busy_cycles``: cycles of the last run in which it was not idle). Every
-#: counter but these three is an error counter and must stay 0.
+#: moved during it; a tile's ``busy_cycles``: cycles of the last run in which it was not idle, i.e. held
+#: or was offered work). Every counter but these three is an error counter and must stay 0.
 TILE_COUNTERS = ("rejected", "product_overflows", "overflows", "route_rejected", "busy_cycles")
 ACTIVITY_COUNTERS = ("run_cycles", "run_events", "busy_cycles")
 NETWORK_COUNTERS = ("bus_rejected", "rejected_commands", "run_cycles", "run_events")
