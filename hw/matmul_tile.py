@@ -54,12 +54,10 @@ class MatmulTile(CoreTile):
 
     def elaborate(self, platform):
         m = Module()
-        fmt, P, prog = self.fmt, self.fmt.lanes, self.program
+        fmt, P = self.fmt, self.fmt.lanes
         lb = (P - 1).bit_length()
 
-        regs0 = prog.registers(P) if prog is not None else {name: 0 for name in MATMUL_REGISTERS}
-        if prog is None:
-            regs0.update(theta=1)
+        regs0 = self._initial_registers(MATMUL_REGISTERS)
         rows = Signal(range(fmt.rows + 1), init=regs0["rows"])
         inner = Signal(range(fmt.inner + 1), init=regs0["inner"])
         cols = Signal(range(fmt.cols + 1), init=regs0["cols"])
@@ -77,9 +75,7 @@ class MatmulTile(CoreTile):
         cfg = self.writes.payload
         m.d.comb += self.writes.ready.eq(1)
         with m.If(self.writes.valid & (cfg.mem == TileMemory.REGISTER)):
-            for i, reg in enumerate(registers.values()):
-                with m.If(cfg.addr == i):
-                    m.d.sync += reg.eq(cfg.data[:len(reg)])
+            self._load_registers(m, registers.values())
 
         depth = max(fmt.words, 2)
         m.submodules.traces = tmem = memory.Memory(shape=signed(fmt.trace_bits), depth=depth, init=[])
@@ -186,12 +182,7 @@ class MatmulTile(CoreTile):
                             m.d.sync += clr.eq(0)
                             m.next = "CLEARING"
                         with m.Case(EventOp.READ):
-                            with m.If(ev.axon < fmt.neurons // P):
-                                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
-                                             self.inputs.ready.eq(core.events.ready)]
-                            with m.Else():
-                                m.d.comb += self.inputs.ready.eq(1)
-                                m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
+                            self._read_group(m, core, own_rejected)
             with m.State("SETUP"):               # the partner row, the own entry, the first output neuron
                 m.d.sync += idx.eq(0)
                 with m.If(right):                # reads A^T[k, 0..rows), updates B[k, j]

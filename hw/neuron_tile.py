@@ -129,6 +129,36 @@ class CoreTile(wiring.Component):
         m.d.comb += [params.theta.eq(theta), params.s_min.eq(s_min), params.s_max.eq(s_max)]
         return core, own_rejected, theta, s_min, s_max
 
+    def _initial_registers(self, names) -> dict:
+        """Reset values of the tile's registers: the initial program's, or 0 (theta 1) without one."""
+        if self.program is not None:
+            return self.program.registers(self.fmt.lanes)
+        regs0 = {name: 0 for name in names}
+        regs0.update(theta=1)
+        return regs0
+
+    def _load_registers(self, m: Module, registers) -> None:
+        """Store a configuration write's data in register ``addr`` (in the caller's write-decode context)."""
+        cfg = self.writes.payload
+        for i, reg in enumerate(registers):
+            with m.If(cfg.addr == i):
+                m.d.sync += reg.eq(cfg.data[:len(reg)])
+
+    def _read_group(self, m: Module, core, own_rejected, wait=None) -> None:
+        """``READ axon=group`` (in the caller's op-decode context): the core reads the group back, or a group
+        the core does not have is dropped and counted; ``wait`` holds a valid ``READ`` back."""
+        ev, ce = self.inputs.payload, core.events.payload
+        with m.If(ev.axon < self.fmt.neurons // self.fmt.lanes):
+            if wait is None:
+                m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
+                             self.inputs.ready.eq(core.events.ready)]
+            else:
+                m.d.comb += [core.events.valid.eq(~wait), ce.op.eq(CoreOp.READ),
+                             ce.group.eq(ev.axon), self.inputs.ready.eq(core.events.ready & ~wait)]
+        with m.Else():            # no such lane group: dropped and counted
+            m.d.comb += self.inputs.ready.eq(1)
+            m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
+
 
 def config_layout(fmt: ConfigFormat) -> data.StructLayout:
     """``{mem, addr, data}`` of one configuration write."""
@@ -199,11 +229,9 @@ class NeuronTile(CoreTile):
     def elaborate(self, platform):
         m = Module()
         fmt, P = self.fmt, self.fmt.lanes
-        prog, model = self.program, self.model
+        prog = self.program
         # ---- registers (reset values from the initial program) --------------------------------------------
-        regs0 = prog.registers(P) if prog is not None else {name: 0 for name in TILE_REGISTERS}
-        if prog is None:
-            regs0.update(theta=1)
+        regs0 = self._initial_registers(TILE_REGISTERS)
         core, own_rejected, theta, s_min, s_max = self._core(m, regs0)
         tokens = Signal(range(fmt.tokens + 1), init=regs0["tokens"])
         groups = Signal(range(fmt.max_groups + 1), init=regs0["groups"])
@@ -230,9 +258,7 @@ class NeuronTile(CoreTile):
         with m.If(self.writes.valid):
             with m.Switch(cfg.mem):
                 with m.Case(TileMemory.REGISTER):
-                    for i, (name, reg) in enumerate(registers.items()):
-                        with m.If(cfg.addr == i):
-                            m.d.sync += reg.eq(cfg.data[:len(reg)])
+                    self._load_registers(m, registers.values())
                 with m.Case(TileMemory.SYNAPSE):
                     m.d.comb += [swr.en.eq(1), swr.addr.eq(cfg.addr), swr.data.eq(cfg.data[:fmt.synapse_word_bits])]
                 with m.Case(TileMemory.BIAS):
@@ -358,12 +384,7 @@ class NeuronTile(CoreTile):
                             m.d.sync += [token.eq(0), t_base.eq(0), j.eq(0), a_active.eq(1), a_bias.eq(1)]
                 with m.Case(EventOp.READ):
                     with m.If(drained):
-                        with m.If(ev.axon < fmt.neurons // P):
-                            m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.READ), ce.group.eq(ev.axon),
-                                         self.inputs.ready.eq(core.events.ready)]
-                        with m.Else():            # no such lane group: dropped and counted
-                            m.d.comb += self.inputs.ready.eq(1)
-                            m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
+                        self._read_group(m, core, own_rejected)
         # ---- output side: one event per spike, then STEP ---------------------------------------------------
         busy, marker_taken = serialise_spikes(m, core, self.outputs, readout_step)
         with m.If(marker_taken):                        # a readout tile answers STEP at once

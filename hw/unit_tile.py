@@ -76,9 +76,7 @@ class UnitTile(CoreTile):
         F, G, Pq = SOFTMAX_FRAC_BITS, OUT_FRAC_BITS, SQRT_FRAC_BITS
 
         # ---- registers -------------------------------------------------------------------------------------
-        regs0 = prog.registers(P) if prog is not None else {name: 0 for name in UNIT_REGISTERS}
-        if prog is None:
-            regs0.update(theta=1)
+        regs0 = self._initial_registers(UNIT_REGISTERS)
         op = Signal(init=regs0["op"])
         rows = Signal(range(fmt.rows + 1), init=regs0["rows"])
         width = Signal(range(fmt.width + 1), init=regs0["width"])
@@ -117,9 +115,7 @@ class UnitTile(CoreTile):
         with m.If(self.writes.valid):
             with m.Switch(cfg.mem):
                 with m.Case(TileMemory.REGISTER):
-                    for i, reg in enumerate(registers.values()):
-                        with m.If(cfg.addr == i):
-                            m.d.sync += reg.eq(cfg.data[:len(reg)])
+                    self._load_registers(m, registers.values())
                 with m.Case(TileMemory.TABLE):
                     m.d.comb += [e_wr.en.eq(1), e_wr.addr.eq(cfg.addr), e_wr.data.eq(cfg.data[:F + 1])]
                 with m.Case(TileMemory.AFFINE):
@@ -285,12 +281,7 @@ class UnitTile(CoreTile):
                                 m.d.sync += clr.eq(0)
                                 m.next = "CLEARING"
                         with m.Case(EventOp.READ):
-                            with m.If(ev.axon < fmt.neurons // P):
-                                m.d.comb += [core.events.valid.eq(~acc_pending), ce.op.eq(CoreOp.READ),
-                                             ce.group.eq(ev.axon), self.inputs.ready.eq(core.events.ready & ~acc_pending)]
-                            with m.Else():
-                                m.d.comb += self.inputs.ready.eq(1)
-                                m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
+                            self._read_group(m, core, own_rejected, wait=acc_pending)
             with m.State("CLEARING"):                 # totals and levels to 0, every row changed
                 m.d.comb += [t_wr.en.eq(1), t_wr.addr.eq(clr), t_wr.data.eq(0),
                              l_wr.en.eq(1), l_wr.addr.eq(clr), l_wr.data.eq(0),

@@ -9,7 +9,7 @@ the network event format, the configuration write format and the command / respo
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .events import EventFormat
 from .fixed import unsigned_width_for
@@ -99,11 +99,8 @@ class AcceleratorFormat:
     def from_spec(cls, spec) -> "AcceleratorFormat":
         if spec.matmul_tiles and spec.lanes & (spec.lanes - 1):
             raise ValueError(f"matmul tiles need lanes that are a power of two; the spec has lanes={spec.lanes}")
-        return cls(spec.neuron_tiles, spec.neurons, spec.lanes, spec.synapse_words, spec.route_words,
-                   spec.max_fanout, spec.weight_bits, spec.value_bits, spec.current_width, spec.v_width,
-                   spec.tracer_bits, spec.fifo_depth, spec.matmul_tiles, spec.unit_tiles, spec.trace_words,
-                   spec.unit_words, spec.unit_width, spec.exp_words, spec.total_bits, spec.scale_bits,
-                   spec.level_bits, spec.trace_bits, spec.gain_bits)
+        # every field but the protocol widths has the spec field of the same name
+        return cls(**{f.name: getattr(spec, f.name) for f in fields(cls) if hasattr(spec, f.name)})
 
     @property
     def tiles(self) -> int:
