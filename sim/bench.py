@@ -119,6 +119,7 @@ class CocotbBench(Bench):
         for _ in range(cycles):
             await self._falling
         self.dut.rst.value = 0
+        await self._falling                # the design registers rst (verilator.SimulationTop)
 
     async def cycle(self):
         await self._falling

@@ -219,7 +219,7 @@ def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max
     if simulator != "verilator":
         raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
     from .verilator import build, run_job
-    design = build(accel, accel.verilog_name)
+    design = build(accel, accel.verilog_name, skid=True)
     work = Path(tempfile.mkdtemp(prefix="sf-accelerator-"))
     try:
         job = {"kind": "accelerator_run", "config": accel.config(), "file": str(work / "job.pkl"),

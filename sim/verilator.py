@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import ClockDomain, Module, Signal
+from amaranth.lib import wiring
 
 from .toolchain import ensure_verilator
 
@@ -54,14 +56,17 @@ class VerilatorBuild:
         return self.directory / "build"
 
 
-def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, ...] = ()) -> VerilatorBuild:
-    """Verilog for ``component`` compiled by Verilator, reusing a cached build of the same design."""
+def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, ...] = (),
+          skid: bool = False) -> VerilatorBuild:
+    """Verilog for ``component`` (inside a :class:`SimulationTop`; ``skid``: a skid buffer on each
+    top-level stream) compiled by Verilator, reusing a cached build of the same design."""
     info = ensure_verilator()
-    text = verilog.convert(component, name=name, emit_src=False)
+    text = verilog.convert(SimulationTop(component, skid=skid), name=name, emit_src=False)
     _check_constant_processes(text, name)
     # waves: the runner adds --trace (VCD). FST would need zlib/lz4 headers that no pip package ships.
     args = list(BUILD_ARGS) + list(extra_args) + (["--trace-structs"] if waves else [])
-    key = hashlib.sha256(json.dumps([text, args, waves, info.version, metadata.version("cocotb"),
+    control = f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n'
+    key = hashlib.sha256(json.dumps([text, args, control, waves, info.version, metadata.version("cocotb"),
                                      name]).encode()).hexdigest()[:16]
     directory = cache_dir() / f"{name}-{key}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -72,7 +77,8 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
         if done.exists():
             return VerilatorBuild(name, directory, src, True)
         src.write_text(text)
-        from cocotb_tools.runner import get_runner
+        vlt = directory / f"{name}.vlt"
+        vlt.write_text(control)
         log = directory / "build.log"
         # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model large enough to be
         # split into several files (and use a precompiled header) fails to compile with
@@ -81,8 +87,8 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
         saved = os.environ.get("MAKEFLAGS")
         os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
         try:
-            get_runner("verilator").build(sources=[src], hdl_toplevel=name, build_dir=directory / "build",
-                                          build_args=args, waves=waves, log_file=log)
+            _TopPortsVerilator().build(sources=[src, vlt], hdl_toplevel=name, build_dir=directory / "build",
+                                       build_args=args, waves=waves, log_file=log)
         except Exception as e:  # the runner raises on a failing compile; surface the log
             shutil.rmtree(directory / "build", ignore_errors=True)
             tail = log.read_text()[-3000:] if log.exists() else ""
@@ -94,6 +100,86 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
                 os.environ["MAKEFLAGS"] = saved
         done.touch()
     return VerilatorBuild(name, directory, src, False)
+
+
+class SimulationTop(wiring.Component):
+    """``dut`` as Verilator simulates it: ``rst`` registered once before it reaches the ``sync`` domain
+    and, with ``skid=True``, a :class:`~spikeforge.hw.stream.SkidBuffer` on every top-level stream.
+
+    Amaranth's Verilog computes a register's next value in the same process as the logic that decides
+    it; logic that depends combinationally on a top-level input (``rst`` behind every register, the
+    command decode behind every tile's program registers) sits in Verilator's input-combinational region,
+    which is re-evaluated on *every* evaluation (both clock edges and each testbench write). On the
+    29-tile ViT accelerator that was most of the simulation time. Registered, these inputs are internal
+    state, evaluated once per clock edge that changes them. The streams keep their protocol (a skid buffer
+    adds one cycle of latency, not a beat more or less); a reset takes effect one cycle later, which
+    :meth:`~spikeforge.sim.bench.CocotbBench.reset` waits out. The Verilog for synthesis is the
+    component's own."""
+
+    def __init__(self, dut, *, skid: bool = False):
+        self.dut, self.skid = dut, skid
+        super().__init__({**dict(dut.signature.members), "clk": wiring.In(1), "rst": wiring.In(1)})
+
+    def elaborate(self, platform):
+        from amaranth.lib import stream
+        from ..hw.stream import SkidBuffer
+        m = Module()
+        m.submodules.dut = self.dut
+        m.domains.sync = sync = ClockDomain("sync")
+        sync.rst = Signal(name="rst_q")
+        m.domains.rst_in = rst_in = ClockDomain("rst_in", reset_less=True)
+        m.d.comb += [sync.clk.eq(self.clk), rst_in.clk.eq(self.clk)]
+        m.d.rst_in += sync.rst.eq(self.rst)
+        buffered = set()
+        for name, member in self.dut.signature.members.items():
+            if self.skid and member.is_signature and not member.dimensions and \
+                    isinstance(member.signature, stream.Signature):
+                buffered.add(name)
+                skid = SkidBuffer(member.signature.members["payload"].shape)
+                m.submodules[f"skid_{name}"] = skid
+                outer, inner = getattr(self, name), getattr(self.dut, name)
+                if member.flow == wiring.In:
+                    wiring.connect(m, wiring.flipped(outer), skid.i)
+                    wiring.connect(m, skid.o, inner)
+                else:
+                    wiring.connect(m, inner, skid.i)
+                    wiring.connect(m, skid.o, wiring.flipped(outer))
+        ours = {path: (flow, value) for path, flow, value in _ports(self)}
+        for path, _, theirs in _ports(self.dut):
+            if path[0] in buffered:
+                continue
+            flow, value = ours[path]
+            m.d.comb += theirs.eq(value) if flow == wiring.In else value.eq(theirs)
+        return m
+
+
+def _ports(component):
+    """``(path, flow, signal)`` of every port signal of ``component`` (flows as seen from outside)."""
+    for path, member, value in component.signature.flatten(component):
+        yield path, member.flow, value
+
+
+def _top_ports_runner():
+    from cocotb_tools.runner import Verilator
+
+    class TopPortsVerilator(Verilator):
+        """cocotb's Verilator runner without ``--public-flat-rw``; the build passes a control file that
+        makes the top module's signals (the ports of :class:`SimulationTop`) visible to VPI instead.
+
+        With every signal public and writable from outside at any time, Verilator must re-evaluate all
+        combinational logic on every evaluation (both clock edges and each testbench write): on the
+        29-tile ViT accelerator that was most of the simulation time. The testbenches touch top-level
+        ports only."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0].remove("--public-flat-rw")
+            return cmds
+    return TopPortsVerilator
+
+
+def _TopPortsVerilator():
+    return _top_ports_runner()()
 
 
 _CONSTANT_PROCESS = re.compile(r"^ *always @\*\n *(\S+(?: ?\[[0-9:]+\])?) = \d+'h([0-9a-f]+);$", re.M)
