@@ -1,6 +1,6 @@
 """Build an Amaranth component with Verilator once per distinct design, run cocotb jobs on it.
 
-:func:`build` converts the component to Verilog, hashes the Verilog together with the build flags
+:func:`build` converts the component, inside a :class:`SimulationTop`, to Verilog, hashes the Verilog together with the build flags
 and the tool versions, and compiles it into ``<cache>/<name>-<hash>`` unless that build already
 exists (the cache survives between test runs; a file lock makes parallel pytest workers share it).
 :func:`run_job` runs the cocotb entry test (:mod:`spikeforge.sim.cocotb_entry`) on a build with a
@@ -87,8 +87,8 @@ def build(component, name: str, *, waves: bool = False, extra_args: tuple[str, .
         saved = os.environ.get("MAKEFLAGS")
         os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
         try:
-            _TopPortsVerilator().build(sources=[src, vlt], hdl_toplevel=name, build_dir=directory / "build",
-                                       build_args=args, waves=waves, log_file=log)
+            _top_ports_runner().build(sources=[src, vlt], hdl_toplevel=name, build_dir=directory / "build",
+                                      build_args=args, waves=waves, log_file=log)
         except Exception as e:  # the runner raises on a failing compile; surface the log
             shutil.rmtree(directory / "build", ignore_errors=True)
             tail = log.read_text()[-3000:] if log.exists() else ""
@@ -160,26 +160,20 @@ def _ports(component):
 
 
 def _top_ports_runner():
+    """cocotb's Verilator runner without ``--public-flat-rw``; :func:`build` passes a control file that
+    makes the top module's signals (the ports of :class:`SimulationTop`) visible to VPI instead.
+
+    With every signal public and writable from outside at any time, Verilator must re-evaluate all
+    combinational logic on every evaluation (both clock edges and each testbench write): on the 29-tile
+    ViT accelerator that was most of the simulation time. The testbenches touch top-level ports only."""
     from cocotb_tools.runner import Verilator
 
     class TopPortsVerilator(Verilator):
-        """cocotb's Verilator runner without ``--public-flat-rw``; the build passes a control file that
-        makes the top module's signals (the ports of :class:`SimulationTop`) visible to VPI instead.
-
-        With every signal public and writable from outside at any time, Verilator must re-evaluate all
-        combinational logic on every evaluation (both clock edges and each testbench write): on the
-        29-tile ViT accelerator that was most of the simulation time. The testbenches touch top-level
-        ports only."""
-
         def _build_command(self):
             cmds = super()._build_command()
             cmds[0].remove("--public-flat-rw")
             return cmds
-    return TopPortsVerilator
-
-
-def _TopPortsVerilator():
-    return _top_ports_runner()()
+    return TopPortsVerilator()
 
 
 _CONSTANT_PROCESS = re.compile(r"^ *always @\*\n *(\S+(?: ?\[[0-9:]+\])?) = \d+'h([0-9a-f]+);$", re.M)
