@@ -7,7 +7,7 @@ The host talks to it through two ``lib.stream`` ports (layouts in :mod:`spikefor
 * ``commands``: ``WRITE tile mem addr data`` (load the program: registers, synapses, bias, routing
   tables), ``EVENT tile addr=axon data=value`` (an input event, e.g. an analog count at step 0),
   ``CLEAR`` (every tile to its initial state plus bias), ``RUN data=N mem=1`` (N steps, or until a step
-  after the first has no spike when ``mem`` bit 0 is set), ``READ tile addr=group`` (a lane group's
+  after the first has no spike and no recurrent layer has windows left, when ``mem`` bit 0 is set), ``READ tile addr=group`` (a lane group's
   potentials), ``COUNTERS tile`` (a tile's error counters; ``tile = tiles`` for the network's),
   ``LOG data=1|0`` (send every spike to the host as it is emitted);
 * ``responses``: ``SPIKE tile addr=neuron step data=±1`` (logging), ``STATE tile addr=neuron data=v``,
@@ -205,6 +205,7 @@ class Accelerator(wiring.Component):
         quiet_prev = Signal()
         m.d.sync += quiet_prev.eq(quiet_now)
         quiet = quiet_now & quiet_prev
+        pending = Cat(*(t.pending for t in tiles if isinstance(t, NeuronTile))).any()   # windows left to run
 
         # ---- the host's input events enter the bus as its last source -----------------------------------
         host = bus.i[T]
@@ -291,7 +292,7 @@ class Accelerator(wiring.Component):
                 with m.Elif(quiet):
                     m.d.sync += [step.eq(step + 1), steps_left.eq(steps_left - 1),
                                  run_spikes.eq(saturating_increment(run_spikes, step_spikes))]
-                    with m.If(until_quiet & (step != 0) & (step_spikes == 0)):
+                    with m.If(until_quiet & (step != 0) & (step_spikes == 0) & ~pending):
                         m.next = "LOGS"
                     with m.Else():
                         m.next = "BARRIER"

@@ -26,7 +26,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.fixed import signed_range
-from ..sw.neuron_tile import NeuronTileFormat, TileProgram
+from ..sw.neuron_tile import MAX_WINDOW, NeuronTileFormat, TileProgram
 from ..sw.neurons import NeuronModel
 from ..sw.program import MEMORY_BITS, TILE_REGISTERS, ConfigFormat, TileMemory
 from .arith import index_width, popcount, saturating_increment
@@ -37,11 +37,12 @@ from .neuron_rules import lane_rule
 __all__ = ["NeuronTile", "CoreTile", "config_layout", "tile_config_format", "serialise_spikes"]
 
 
-def serialise_spikes(m, core: NeuronCore, outputs, marker: Signal):
-    """Drive the event stream ``outputs`` from ``core``'s spike beats: one ``EVENT axon=neuron value=±1``
-    per spike (lowest lane first), then ``STEP`` after each sweep; ``marker`` (held by the caller) asks for
-    a lone ``STEP`` (a tile whose core does not step). Returns ``(busy, marker_taken)``: a beat is being
-    sent; the marker was taken this cycle (the caller clears it)."""
+def serialise_spikes(m, core: NeuronCore, outputs, marker: Signal, offset=None):
+    """Drive the event stream ``outputs`` from ``core``'s spike beats: one ``EVENT axon=offset + neuron
+    value=±1`` per spike (lowest lane first; ``offset`` a signal held through the sweep, default 0), then
+    ``STEP`` after each sweep; ``marker`` (held by the caller) asks for a lone ``STEP`` (a tile whose core
+    does not step). Returns ``(busy, marker_taken)``: a beat is being sent; the marker was taken this cycle
+    (the caller clears it)."""
     P = core.lanes
     out = outputs.payload
     beat = Signal.like(core.spikes.payload)
@@ -61,7 +62,8 @@ def serialise_spikes(m, core: NeuronCore, outputs, marker: Signal):
     with m.If(busy):
         with m.If(fire.any()):
             m.d.comb += [outputs.valid.eq(1), out.op.eq(EventOp.EVENT),
-                         out.axon.eq(beat.group * P + lane), out.value.eq(Mux(neg.bit_select(lane, 1), -1, 1))]
+                         out.axon.eq(beat.group * P + lane if offset is None else offset + beat.group * P + lane),
+                         out.value.eq(Mux(neg.bit_select(lane, 1), -1, 1))]
             with m.If(outputs.ready):
                 for i in range(P):
                     with m.If(lane == i):
@@ -82,7 +84,7 @@ class CoreTile(wiring.Component):
     ``overflows``, ``idle``). Subclasses call :meth:`_init_tile` from their constructor."""
 
     def _init_tile(self, fmt, fmt_type, model: NeuronModel, program, counter_width: int,
-                   config_format: ConfigFormat | None, need: ConfigFormat, kind: str):
+                   config_format: ConfigFormat | None, need: ConfigFormat, kind: str, extra: dict | None = None):
         try:
             if not isinstance(fmt, fmt_type):
                 raise TypeError(f"fmt must be a {fmt_type.__name__}, not {type(fmt).__name__}")
@@ -111,7 +113,7 @@ class CoreTile(wiring.Component):
             "inputs": In(sig), "outputs": Out(sig), "readback": Out(stream.Signature(self.core.readback_layout)),
             "writes": In(stream.Signature(config_layout(self.config_format))),
             "rejected": Out(counter_width), "product_overflows": Out(counter_width),
-            "overflows": Out(counter_width), "idle": Out(1)})
+            "overflows": Out(counter_width), "idle": Out(1), **(extra or {})})
 
     def _core(self, m: Module, regs0: dict):
         """Add the core; return ``(core, own_rejected, theta, s_min, s_max)``: the tile's own rejected-event
@@ -169,7 +171,8 @@ def tile_config_format(fmt: NeuronTileFormat, model: NeuronModel) -> ConfigForma
     """The narrowest configuration write that loads every memory and register of a tile ``fmt``."""
     depth = max(fmt.words, fmt.neurons // fmt.lanes, len(TILE_REGISTERS))
     return ConfigFormat(index_width(depth), max(fmt.synapse_word_bits, fmt.bias_word_bits, model.v_width,
-                                                index_width(fmt.neurons + 1) + 1))
+                                                index_width(fmt.neurons + 1) + 1,
+                                                index_width(MAX_WINDOW + 1) if fmt.buffer_words else 1))
 
 
 class NeuronTile(CoreTile):
@@ -186,6 +189,8 @@ class NeuronTile(CoreTile):
     writes : ``In(stream.Signature(config_layout(config_format)))`` — program (configuration) writes
     rejected, product_overflows, overflows : ``Out(counter_width)``
     idle : ``Out(1)`` — no event held anywhere in the tile and none offered to it
+    pending : ``Out(1)`` — a recurrent program has windows left to run (the network is not done even in
+        a step without spikes); 0 without an input buffer (``fmt.buffer_words == 0``)
     """
 
     def __init__(self, fmt: NeuronTileFormat, model: NeuronModel, weights=None, *, program: TileProgram | None = None,
@@ -199,7 +204,8 @@ class NeuronTile(CoreTile):
         except (TypeError, ValueError):
             self._MustUse__silence = True
             raise
-        self._init_tile(fmt, NeuronTileFormat, model, program, counter_width, config_format, need, "neuron tile")
+        self._init_tile(fmt, NeuronTileFormat, model, program, counter_width, config_format, need, "neuron tile",
+                        {"pending": Out(1)})
 
     @property
     def weights(self) -> np.ndarray:
@@ -214,7 +220,7 @@ class NeuronTile(CoreTile):
         prog = None if p is None else {
             "tokens": p.tokens, "cols": p.cols, "fan_in": p.fan_in, "weights": p.weights.tolist(),
             "bias": None if p.bias is None else p.bias.tolist(), "theta": p.theta, "s_min": p.s_min,
-            "s_max": p.s_max, "readout": p.readout}
+            "s_max": p.s_max, "readout": p.readout, "window": p.window, "elements": p.elements}
         return {"fmt": vars(self.fmt), "model": self.model.to_dict(), "program": prog,
                 "counter_width": self.counter_width, "config_format": vars(self.config_format)}
 
@@ -241,7 +247,14 @@ class NeuronTile(CoreTile):
         active = Signal.like(core.active_groups)        # the sweep covers the program's neurons only
         m.d.sync += active.eq(tokens * groups)
         m.d.comb += core.active_groups.eq(active)
-        registers = dict(zip(TILE_REGISTERS, (tokens, groups, fan_in, theta, s_min, s_max, readout, has_bias)))
+        window = Signal(range(MAX_WINDOW + 1), init=regs0["window"])
+        elements = Signal(range(fmt.tokens + 1), init=min(regs0["elements"], fmt.tokens))
+        registers = dict(zip(TILE_REGISTERS, (tokens, groups, fan_in, theta, s_min, s_max, readout, has_bias,
+                                              window, elements)))
+        buffered = fmt.buffer_words > 0           # the input buffer of recurrent programs (elided without one)
+        rnn = Signal()                            # a recurrent program is loaded
+        if buffered:
+            m.d.sync += rnn.eq(window != 0)
 
         # ---- memories: synapses [words] x P weights, bias [core groups] x P currents ----------------------------
         wlayout = data.ArrayLayout(signed(fmt.weight_bits), P)
@@ -252,6 +265,10 @@ class NeuronTile(CoreTile):
         m.submodules.bias = bmem = memory.Memory(shape=blayout, depth=max(fmt.neurons // P, 2), init=bias_init)
         rd, brd = syn.read_port(), bmem.read_port()
         swr, bwr = syn.write_port(), bmem.write_port()
+        if buffered:
+            m.submodules.buffer = xbuf = memory.Memory(shape=signed(fmt.value_bits), depth=max(fmt.buffer_words, 2),
+                                                        init=[])
+            xrd, xwr = xbuf.read_port(), xbuf.write_port()
 
         cfg = self.writes.payload
         m.d.comb += self.writes.ready.eq(1)
@@ -328,8 +345,10 @@ class NeuronTile(CoreTile):
         with m.If(c_valid):
             m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.ACCUMULATE), ce.group.eq(c_group),
                          ce.current.eq(c_current)]
-        with m.If(adv & c_over.any()):                # counted as the beat leaves (or the slot empties)
-            m.d.sync += self.product_overflows.eq(saturating_increment(self.product_overflows, popcount(c_over)))
+        buffer_saturated = Signal()                   # a buffered input value saturated (recurrent programs)
+        with m.If((adv & c_over.any()) | buffer_saturated):      # counted as the beat leaves (or the slot empties)
+            m.d.sync += self.product_overflows.eq(saturating_increment(
+                self.product_overflows, Mux(adv, popcount(c_over), 0) + buffer_saturated))
 
         # stage A0 holds the next accepted event; when A takes it the products k * groups and
         # token * groups are registered (no multiplier between a register and a block-RAM address)
@@ -358,11 +377,39 @@ class NeuronTile(CoreTile):
                          a_active.eq(1), a_bias.eq(0), z_valid.eq(0)]
 
         # accepting input: an event into A0 when it is free (or empties this cycle), a marker when all is empty
-        drained = ~z_valid & ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step
+        # recurrent programs (see the module docstring of spikeforge.sw.neuron_tile): the input buffer takes
+        # the events (read-modify-write, three cycles each); the window sequencer runs at a window's first
+        # STEP: core CLEAR, the bias walk, the buffer row replayed into A0, then the core STEP
+        buf_op = Signal(2)                  # 0 idle, 1 read, 2 write: an event being added to the buffer
+        buf_addr = Signal(range(max(fmt.buffer_words, 2)))
+        buf_value = Signal(signed(fmt.value_bits))
+        wiping = Signal()                   # CLEAR zeroes the buffer, one word per cycle
+        seq = Signal(2)                     # 0 idle, 1 core CLEAR, 2 read a buffer word, 3 replay it into A0
+        replayed = Signal()                 # the window's inputs are in: its first STEP may go to the core
+        phase = Signal(range(MAX_WINDOW + 1))                 # step within the window
+        element = Signal(range(fmt.tokens + 1))              # the window's sequence element
+        out_base = Signal(range(max(fmt.neurons, 2)))        # element x cols padded: its output indices
+        row_base = Signal(range(max(fmt.buffer_words, 2)))   # element x fan_in: its buffer row
+        out_offset = Signal.like(out_base)                   # the output indices of the sweep under way
+        k_replay = Signal(range(max(fmt.fan_in, 2)))
+        width = Signal(range(fmt.max_groups * P + 1))
+        m.d.sync += width.eq(groups * P)
+        buf_idle = (buf_op == 0) & ~wiping & (seq == 0)
+        finished = rnn & (element >= elements)               # every window ran: STEP is answered at once
+        m.d.comb += self.pending.eq(rnn & (element < elements))
+        drained = ~z_valid & ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step & buf_idle
         with m.If(self.inputs.valid):
             with m.Switch(ev.op):
                 with m.Case(EventOp.EVENT):
-                    with m.If((~z_valid | a_takes) & ~readout_step):
+                    with m.If(rnn):
+                        with m.If((buf_op == 0) & ~wiping & (seq == 0)):
+                            m.d.comb += self.inputs.ready.eq(1)
+                            with m.If((in_token < elements) & (in_k < fan_in)):
+                                m.d.sync += [buf_addr.eq(in_token * fan_in + in_k), buf_value.eq(ev.value),
+                                             buf_op.eq(1)]
+                            with m.Else():
+                                m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
+                    with m.Elif((~z_valid | a_takes) & ~readout_step):
                         m.d.comb += self.inputs.ready.eq(1)
                         with m.If((in_token < tokens) & (in_k < fan_in) & (groups != 0)):
                             m.d.sync += [z_token.eq(in_token), z_k.eq(in_k), z_value.eq(ev.value), z_valid.eq(1)]
@@ -370,26 +417,72 @@ class NeuronTile(CoreTile):
                             m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
                 with m.Case(EventOp.STEP):
                     with m.If(drained):
-                        with m.If(readout):
-                            m.d.comb += self.inputs.ready.eq(1)
-                            m.d.sync += readout_step.eq(1)
+                        with m.If(readout | finished):
+                            with m.If(~finished | core.idle):      # after the last window's sweep
+                                m.d.comb += self.inputs.ready.eq(1)
+                                m.d.sync += readout_step.eq(1)
+                        with m.Elif(rnn & (phase == 0) & ~replayed):
+                            m.d.sync += seq.eq(1)               # the window starts: its inputs first
                         with m.Else():
                             m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.STEP),
                                          self.inputs.ready.eq(core.events.ready)]
+                            with m.If(core.events.ready & rnn):
+                                m.d.sync += [replayed.eq(0), out_offset.eq(out_base)]
+                                with m.If(phase + 1 == window):
+                                    m.d.sync += [phase.eq(0), element.eq(element + 1), out_base.eq(out_base + width),
+                                                 row_base.eq(row_base + fan_in)]
+                                with m.Else():
+                                    m.d.sync += phase.eq(phase + 1)
                 with m.Case(EventOp.CLEAR):
                     with m.If(drained):
                         m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.CLEAR),
                                      self.inputs.ready.eq(core.events.ready)]
-                        with m.If(core.events.ready & has_bias & (tokens != 0) & (groups != 0)):
+                        with m.If(core.events.ready & has_bias & ~rnn & (tokens != 0) & (groups != 0)):
                             m.d.sync += [token.eq(0), t_base.eq(0), j.eq(0), a_active.eq(1), a_bias.eq(1)]
+                        with m.If(core.events.ready & rnn):
+                            m.d.sync += [wiping.eq(1), buf_addr.eq(0), phase.eq(0), element.eq(0), out_base.eq(0),
+                                         row_base.eq(0), replayed.eq(0)]
                 with m.Case(EventOp.READ):
                     with m.If(drained):
                         self._read_group(m, core, own_rejected)
+        if buffered:
+            vlo, vhi = signed_range(fmt.value_bits)
+            total = Signal(signed(fmt.value_bits + 1))
+            m.d.comb += [total.eq(xrd.data + buf_value), xrd.en.eq((buf_op == 1) | (seq == 2)),
+                         xrd.addr.eq(Mux(seq == 2, row_base + k_replay, buf_addr)), xwr.addr.eq(buf_addr)]
+            with m.If(buf_op == 1):
+                m.d.sync += buf_op.eq(2)
+            with m.If(buf_op == 2):
+                m.d.comb += [xwr.en.eq(1), xwr.data.eq(Mux(total > vhi, vhi, Mux(total < vlo, vlo, total)))]
+                m.d.sync += buf_op.eq(0)
+                m.d.comb += buffer_saturated.eq((total > vhi) | (total < vlo))
+            with m.If(wiping):
+                m.d.comb += [xwr.en.eq(1), xwr.data.eq(0)]
+                m.d.sync += buf_addr.eq(buf_addr + 1)
+                with m.If(buf_addr == fmt.buffer_words - 1):
+                    m.d.sync += wiping.eq(0)
+            with m.Switch(seq):
+                with m.Case(1):                            # the BIF window reset, then the bias
+                    m.d.comb += [core.events.valid.eq(1), ce.op.eq(CoreOp.CLEAR)]
+                    with m.If(core.events.ready):
+                        m.d.sync += [seq.eq(2), k_replay.eq(0)]
+                        with m.If(has_bias & (groups != 0)):
+                            m.d.sync += [token.eq(0), t_base.eq(0), j.eq(0), a_active.eq(1), a_bias.eq(1)]
+                with m.Case(2):                            # read word k of the row (its data is held next cycle)
+                    m.d.sync += seq.eq(3)
+                with m.Case(3):                            # a nonzero word enters A0 as an event (token 0, k)
+                    last = k_replay + 1 == fan_in
+                    with m.If((xrd.data == 0) | ~z_valid | a_takes):
+                        with m.If(xrd.data != 0):
+                            m.d.sync += [z_token.eq(0), z_k.eq(k_replay), z_value.eq(xrd.data), z_valid.eq(1)]
+                        m.d.sync += [seq.eq(Mux(last, 0, 2)), k_replay.eq(k_replay + 1)]
+                        with m.If(last):
+                            m.d.sync += replayed.eq(1)
         # ---- output side: one event per spike, then STEP ---------------------------------------------------
-        busy, marker_taken = serialise_spikes(m, core, self.outputs, readout_step)
+        busy, marker_taken = serialise_spikes(m, core, self.outputs, readout_step, out_offset if buffered else None)
         with m.If(marker_taken):                        # a readout tile answers STEP at once
             m.d.sync += readout_step.eq(0)
         m.d.comb += self.idle.eq(~z_valid & ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step & core.idle & ~busy &
-                                 ~core.spikes.valid &
+                                 ~core.spikes.valid & buf_idle &
                                  ~self.inputs.valid)
         return m

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..hw.neuron_tile import NeuronTile
 from ..sw.events import EventOp
-from ..sw.neuron_tile import tile_core_inputs
+from ..sw.neuron_tile import recurrent_core_inputs, tile_core_inputs
 from .bench import Bench, StreamSink, StreamSource, check_stall_probability, clock, run_until
 from .core_replay import core_golden
 from .trace import SpikeTrace
@@ -62,6 +62,8 @@ def tile_golden(tile, inputs, steps: int) -> SpikeTrace:
                         "overflows": 0}
             meta = {"block": kind, "steps": steps}
             return SpikeTrace(meta, inputs, core_inputs, {}, counters)
+    elif tile.program.window:
+        return _recurrent_golden(tile, inputs, events, steps)
     else:
         if tile.program.readout:
             raise ValueError("a readout tile emits no spikes; its potentials are checked by the accelerator tests")
@@ -77,6 +79,26 @@ def tile_golden(tile, inputs, steps: int) -> SpikeTrace:
     return SpikeTrace(meta, inputs, core.spikes, {}, counters)
 
 
+def _recurrent_golden(tile, inputs, events, steps: int) -> SpikeTrace:
+    """A recurrent program's trace: every window is a cleared core run of ``window`` steps fed at its first
+    step (:func:`~spikeforge.sw.neuron_tile.recurrent_core_inputs`); its spikes leave at the element's
+    output indices."""
+    prog, fmt = tile.program, tile.fmt
+    windows, counts = recurrent_core_inputs(fmt, prog, events)
+    model = prog.model(tile.model)
+    width = prog.groups(fmt.lanes) * fmt.lanes
+    spikes, overflows = [np.zeros((0, 3), np.int64)], 0
+    for e, core_inputs in windows:
+        run = core_golden(model, neurons=fmt.neurons, lanes=fmt.lanes, inputs=core_inputs,
+                          steps=min(prog.window, steps - e * prog.window))
+        spikes.append(run.spikes + np.array([e * prog.window, e * width, 0]))
+        overflows += run.counters["overflows"]
+    counters = {"rejected": counts["rejected"], "product_overflows": counts["product_overflows"],
+                "overflows": overflows}
+    return SpikeTrace({"block": "neuron_tile", "steps": steps, "config": tile.config()}, inputs,
+                      np.concatenate(spikes), {}, counters)
+
+
 def _replay_budget(tile, events: int, steps: int) -> int:
     """Cycles a replay may take before it counts as hung (generous: the slowest tile's sequential costs)."""
     from ..hw.matmul_tile import MatmulTile
@@ -88,6 +110,8 @@ def _replay_budget(tile, events: int, steps: int) -> int:
         per_event, per_step = 3 * max(f.rows, f.cols) + 8, f.words + f.neurons
     else:
         per_event, per_step = 3 * f.groups_per_token, f.neurons
+        if f.buffer_words:           # a window start: core CLEAR, buffer row replay; CLEAR wipes the buffer
+            per_event, per_step = per_event + 3, 2 * f.neurons + 3 * f.fan_in * (f.groups_per_token + 1)
     return 3 * events * per_event + steps * (per_step + 10) + 200
 
 
@@ -97,12 +121,18 @@ def random_tile_inputs(tile: NeuronTile, *, steps: int, events: int, seed: int =
     rng = np.random.default_rng(seed)
     fmt, prog = tile.fmt, tile.program
     lo, hi = -(1 << (fmt.value_bits - 1)), (1 << (fmt.value_bits - 1)) - 1
-    step = rng.integers(0, max(1, steps * 2 // 3), size=events)
-    axon = fmt.axon(rng.integers(0, prog.tokens, size=events), rng.integers(0, prog.fan_in, size=events))
+    if getattr(prog, "window", 0):         # a recurrent program: element e's inputs by its window's start
+        token = rng.integers(0, prog.elements, size=events)
+        step = np.minimum(rng.integers(0, max(1, steps * 2 // 3), size=events), token * prog.window)
+        axon = fmt.axon(token, rng.integers(0, prog.fan_in, size=events))
+    else:
+        step = rng.integers(0, max(1, steps * 2 // 3), size=events)
+        axon = fmt.axon(rng.integers(0, prog.tokens, size=events), rng.integers(0, prog.fan_in, size=events))
     value = rng.choice([v for v in range(lo, hi + 1) if v != 0], size=events)
     rows = [np.stack([step, axon, value], 1)]
     top = (1 << fmt.event_format().axon_bits) - 1
-    bad = [a for a in range(top + 1) if (a >> fmt.k_bits) >= prog.tokens or (a & ((1 << fmt.k_bits) - 1)) >= prog.fan_in]
+    rows_of = prog.elements if getattr(prog, "window", 0) else prog.tokens
+    bad = [a for a in range(top + 1) if (a >> fmt.k_bits) >= rows_of or (a & ((1 << fmt.k_bits) - 1)) >= prog.fan_in]
     if malformed:
         if not bad:
             raise ValueError("every axon of this tile is valid: no malformed events can be sent")

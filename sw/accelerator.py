@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from .events import EventFormat
 from .fixed import unsigned_width_for
-from .neuron_tile import NeuronTileFormat
+from .neuron_tile import MAX_WINDOW, NeuronTileFormat
 from .neurons import StBif
 from .program import ConfigFormat, TILE_REGISTERS
 
@@ -94,6 +94,7 @@ class AcceleratorFormat:
     gain_bits: int = 9
     counter_width: int = 32
     step_bits: int = 16
+    buffer_words: int = 0
 
     @classmethod
     def from_spec(cls, spec) -> "AcceleratorFormat":
@@ -158,7 +159,7 @@ class AcceleratorFormat:
         return NeuronTileFormat(tokens=self.neurons // self.lanes, cols=self.neurons, fan_in=self.synapse_words,
                                 lanes=self.lanes, weight_bits=self.weight_bits, value_bits=self.value_bits,
                                 current_width=self.current_width, core_neurons=self.neurons,
-                                synapse_words=self.synapse_words)
+                                synapse_words=self.synapse_words, buffer_words=self.buffer_words)
 
     @property
     def tile_bits(self) -> int:
@@ -175,7 +176,8 @@ class AcceleratorFormat:
         addr = _bits(max(t.words, self.neurons // self.lanes, len(TILE_REGISTERS), self.neurons, self.route_words))
         pointer = sum(self.pointer_widths)
         route = sum(self.route_widths)
-        data = max(t.synapse_word_bits, t.bias_word_bits, self.v_width, _bits(self.neurons + 1) + 1, pointer, route)
+        data = max(t.synapse_word_bits, t.bias_word_bits, self.v_width, _bits(self.neurons + 1) + 1, pointer, route,
+                   (MAX_WINDOW + 1).bit_length() if self.buffer_words else 1)
         if self.matmul_tiles:
             need = self.matmul_tile.config_format(self.model)
             addr, data = max(addr, need.addr_bits), max(data, need.data_bits)

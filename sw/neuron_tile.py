@@ -25,6 +25,21 @@ Input events (:class:`~spikeforge.sw.events.EventOp`):
 
 :func:`tile_core_inputs` turns input events into the core events the tile issues; the core's own golden
 (:func:`spikeforge.sim.core_replay.core_golden`) does the rest.
+
+**Recurrent programs** (``window > 0``: a crnn ``rnn`` layer of BIF/RBIF neurons over ``elements``
+sequence elements, one window of ``window`` steps each) run one token of ``cols`` neurons whose fan-in is
+the element's inputs followed by the previous element's hidden spike counts (``weights = [Wx | Wh]``).
+The tile's *input buffer* (``buffer_words`` values of ``value_bits``, cleared by ``CLEAR``) takes the
+input events: ``EVENT axon=(e, k) value`` adds ``value`` to buffer word ``e * fan_in + k`` (saturating;
+a saturation is counted in ``product_overflows``; ``e >= elements`` or ``k >= fan_in`` is rejected). At
+the start of window ``e`` (the ``STEP`` of step ``e * window``) the tile clears the core (the BIF window
+reset: ``v = theta // 2``, ``s = 0``), adds the bias, replays buffer row ``e`` as accumulations (every
+nonzero word ``k``, in order, as above) and then steps the core; the other steps of the window step the
+core alone, and once every element ran the tile answers ``STEP`` with a lone ``STEP``. A spike of core
+neuron ``n`` in window ``e`` leaves as ``EVENT axon = e * cols_padded + n``; the compiler routes element
+``e``'s spikes back to the tile's own axons ``(e + 1, inputs + col)`` (the recurrent term arrives, summed
+over the window, at the next window's start: the ``recurrent="tracer"`` conversion) and the last
+element's to the next layer. :func:`recurrent_core_inputs` is the model of the buffer and the replay.
 """
 
 from __future__ import annotations
@@ -37,14 +52,19 @@ from .events import EventFormat, EventOp
 from .fixed import check_int, signed_range
 from .program import TILE_REGISTERS, TileMemory, pack_fields
 
-__all__ = ["NeuronTileFormat", "TileProgram", "NeuronParams", "tile_core_inputs"]
+__all__ = ["NeuronTileFormat", "TileProgram", "NeuronParams", "tile_core_inputs", "recurrent_core_inputs",
+           "MAX_WINDOW"]
+
+#: The longest window a recurrent program may have (the width of the tile's window register).
+MAX_WINDOW = (1 << 12) - 1
 
 
 @dataclass(frozen=True)
 class NeuronTileFormat:
     """The hardware of one neuron tile (validated): the largest ``tokens``, ``cols`` and ``fan_in`` a
     program may use, lanes and widths; ``core_neurons`` (the core's N) and ``synapse_words`` (weight
-    memory depth) default to what exactly ``tokens x cols`` with ``fan_in`` needs."""
+    memory depth) default to what exactly ``tokens x cols`` with ``fan_in`` needs; ``buffer_words``: the
+    input buffer of recurrent programs (0: none, the tile runs feed-forward programs only)."""
     tokens: int
     cols: int
     fan_in: int
@@ -54,6 +74,7 @@ class NeuronTileFormat:
     current_width: int = 12
     core_neurons: int | None = None
     synapse_words: int | None = None
+    buffer_words: int = 0
 
     def __post_init__(self):
         for name, lo in (("tokens", 1), ("cols", 1), ("fan_in", 1), ("lanes", 1)):
@@ -67,6 +88,7 @@ class NeuronTileFormat:
                 raise ValueError(f"core_neurons={self.core_neurons} is not a multiple of lanes={self.lanes}")
         if self.synapse_words is not None:
             check_int("synapse_words", self.synapse_words, minimum=1, maximum=1 << 24)
+        check_int("buffer_words", self.buffer_words, minimum=0, maximum=1 << 24)
 
     @property
     def groups_per_token(self) -> int:
@@ -158,7 +180,8 @@ class TileProgram(NeuronParams):
     """What one slice loads into a neuron tile: ``tokens x cols`` neurons of fan-in ``fan_in``, the shared
     ``weights [cols, fan_in]``, an optional ``bias [tokens, cols]`` (a bias per neuron), the ST-BIF
     parameters ``theta``, ``s_min``, ``s_max`` and ``readout`` (accumulate only; the host reads the
-    potentials; use ``theta=1`` so the initial potential ``theta // 2`` is 0)."""
+    potentials; use ``theta=1`` so the initial potential ``theta // 2`` is 0). ``window > 0`` makes it a
+    recurrent program over ``elements`` sequence elements (one token; see the module docstring)."""
     tokens: int
     cols: int
     fan_in: int
@@ -168,11 +191,21 @@ class TileProgram(NeuronParams):
     s_min: int = 0
     s_max: int = 0
     readout: bool = False
+    window: int = 0
+    elements: int = 0
 
     def __post_init__(self):
         for name in ("tokens", "cols", "fan_in"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("theta", self.theta, minimum=1)
+        check_int("window", self.window, minimum=0, maximum=MAX_WINDOW)
+        if self.window:
+            check_int("elements", self.elements, minimum=1)
+            if self.tokens != 1 or self.readout:
+                raise ValueError(f"a recurrent program (window={self.window}) runs one token of neurons that fire; "
+                                 f"got tokens={self.tokens}, readout={self.readout}")
+        elif self.elements:
+            raise ValueError(f"elements={self.elements} needs a window (a recurrent program); window is 0")
         w = np.asarray(self.weights, dtype=np.int64)
         if w.shape != (self.cols, self.fan_in):
             raise ValueError(f"weights have shape {w.shape}, the program needs [cols, fan_in] = "
@@ -207,6 +240,11 @@ class TileProgram(NeuronParams):
                 ("neurons (tokens x cols padded to lanes)", self.tokens * G * P, fmt.neurons),
                 ("synapse words (fan_in x groups)", self.fan_in * G, fmt.words),
                 ("lane groups per token", G, fmt.max_groups)]
+        if self.window:
+            need += [("input-buffer words (elements x fan_in; raise buffer_words)", self.elements * self.fan_in,
+                      fmt.buffer_words),
+                     ("output indices (elements x cols padded to lanes)", self.elements * G * P, fmt.neurons),
+                     ("elements (buffer rows addressed by the axon's token field)", self.elements, fmt.tokens)]
         for what, n, limit in need:
             if n > limit:
                 raise ValueError(f"the program needs {what} = {n}, the tile has {limit}")
@@ -224,7 +262,7 @@ class TileProgram(NeuronParams):
     def registers(self, lanes: int) -> dict[str, int]:
         return {"tokens": self.tokens, "groups": self.groups(lanes), "fan_in": self.fan_in, "theta": self.theta,
                 "s_min": self.s_min, "s_max": self.s_max, "readout": int(self.readout),
-                "bias": int(self.bias is not None)}
+                "bias": int(self.bias is not None), "window": self.window, "elements": self.elements}
 
     def synapse_image(self, lanes: int) -> np.ndarray:
         """Synapse words ``[fan_in x groups, lanes]``: word ``k * groups + j`` holds
@@ -264,6 +302,8 @@ def tile_core_inputs(fmt: NeuronTileFormat, weights, events: np.ndarray):
     ``{"rejected", "product_overflows", "steps"}``. ``weights`` is a :class:`TileProgram` (or, for a tile
     filled exactly by one program without bias, its weight matrix); the bias comes first, at step 0."""
     prog = weights if isinstance(weights, TileProgram) else TileProgram(fmt.tokens, fmt.cols, fmt.fan_in, weights)
+    if prog.window:
+        raise ValueError("a recurrent program (window > 0) buffers its inputs: use recurrent_core_inputs")
     w = prog.weights
     lo, hi = signed_range(fmt.weight_bits)
     if w.size and (w.min() < lo or w.max() > hi):
@@ -293,3 +333,81 @@ def tile_core_inputs(fmt: NeuronTileFormat, weights, events: np.ndarray):
     counts = {"rejected": int((~ok).sum()), "product_overflows": overflows,
               "steps": int((ev["op"] == EventOp.STEP).sum())}
     return inputs, counts
+
+
+def _products(fmt: NeuronTileFormat, prog: TileProgram, k, value):
+    """``sat(value * weights[:, k], current_width)`` for events ``(k, value)``: ``[E, cols]`` and the
+    number of saturated products."""
+    products = np.asarray(value, np.int64)[:, None] * prog.weights[:, np.asarray(k, np.int64)].T
+    lo, hi = signed_range(fmt.current_width)
+    currents = np.clip(products, lo, hi)
+    return currents, int((currents != products).sum())
+
+
+def recurrent_core_inputs(fmt: NeuronTileFormat, program: TileProgram, events: np.ndarray):
+    """The recurrent program's windows as the tile runs them: ``[(e, inputs)]`` for every element ``e``
+    whose window starts within the events' steps, ``inputs [E, 3]`` the core inputs (local step 0,
+    neuron, current) after the window's ``CLEAR``: the bias, then the products of buffer row ``e`` as it
+    stood at step ``e * window`` (word order); plus the counts ``{"rejected", "product_overflows",
+    "steps"}``. The core then runs ``window`` steps from its initial state; its spikes leave as
+    ``e * cols_padded + neuron`` at step ``e * window + local step``."""
+    prog = program
+    if not prog.window:
+        raise ValueError("not a recurrent program (window = 0): use tile_core_inputs")
+    lo, hi = signed_range(fmt.weight_bits)
+    if prog.weights.size and (prog.weights.min() < lo or prog.weights.max() > hi):
+        raise ValueError(f"weights span [{prog.weights.min()}, {prog.weights.max()}], over the {fmt.weight_bits}-bit "
+                         f"range [{lo}, {hi}]")
+    ev = np.atleast_1d(events)
+    if np.any(ev["op"] == EventOp.CLEAR):
+        raise ValueError("recurrent_core_inputs models one run from a cleared state: give events without CLEAR")
+    step = (np.cumsum(ev["op"] == EventOp.STEP) - (ev["op"] == EventOp.STEP))[ev["op"] == EventOp.EVENT]
+    spikes = ev[ev["op"] == EventOp.EVENT]
+    axon = spikes["axon"].astype(np.int64)
+    token, k = axon >> fmt.k_bits, axon & ((1 << fmt.k_bits) - 1)
+    ok = (token < prog.elements) & (k < prog.fan_in)
+    token, k, step = token[ok], k[ok], step[ok].astype(np.int64)
+    value = spikes["value"].astype(np.int64)[ok]
+    steps = int((ev["op"] == EventOp.STEP).sum())
+    # the buffer: saturating sums in arrival order; a word is replayed at its window's first step, so only
+    # the events that arrived by then count (later ones change nothing the tile emits)
+    vlo, vhi = signed_range(fmt.value_bits)
+    word = token * prog.fan_in + k
+    buffer = np.zeros(prog.elements * prog.fan_in, np.int64)
+    saturated = 0
+    order = np.argsort(word, kind="stable")
+    w_sorted, v_sorted = word[order], value[order]
+    starts = np.flatnonzero(np.r_[True, w_sorted[1:] != w_sorted[:-1]]) if len(w_sorted) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(w_sorted)]
+    for a, b in zip(starts, ends):        # one word at a time, vectorised unless a partial sum saturates
+        partial = np.cumsum(v_sorted[a:b])
+        if partial.min() >= vlo and partial.max() <= vhi:
+            keep_until = np.searchsorted(step[order][a:b], (w_sorted[a] // prog.fan_in) * prog.window, "right")
+            buffer[w_sorted[a]] = partial[keep_until - 1] if keep_until else 0
+            continue
+        acc = 0
+        limit = (w_sorted[a] // prog.fan_in) * prog.window
+        for s_, v in zip(step[order][a:b], v_sorted[a:b]):
+            total = acc + int(v)
+            clipped = min(max(total, vlo), vhi)
+            saturated += clipped != total
+            acc = clipped
+            if s_ <= limit:
+                buffer[w_sorted[a]] = acc
+    buffer = buffer.reshape(prog.elements, prog.fan_in)
+    windows, overflows = [], 0
+    cols = np.arange(prog.cols)
+    neuron = prog.neuron(0, cols, fmt.lanes)
+    for e in range(prog.elements):
+        if e * prog.window >= steps:
+            break
+        kk = np.flatnonzero(buffer[e])
+        currents, over = _products(fmt, prog, kk, buffer[e, kk])
+        overflows += over
+        rows = [np.stack([np.zeros(currents.size, np.int64), np.tile(neuron, len(kk)), currents.reshape(-1)], 1)]
+        if prog.bias is not None:
+            b = prog.bias.reshape(-1)
+            rows.insert(0, np.stack([np.zeros(int((b != 0).sum()), np.int64), neuron[b != 0], b[b != 0]], 1))
+        windows.append((e, np.concatenate(rows).astype(np.int64)))
+    counts = {"rejected": int((~ok).sum()), "product_overflows": overflows + saturated, "steps": steps}
+    return windows, counts

@@ -24,7 +24,8 @@ class TileMemory(enum.IntEnum):
     """Which memory of a tile a configuration write addresses."""
     REGISTER = 0     #: the tile's registers, addressed by :data:`TILE_REGISTERS`
     SYNAPSE = 1      #: weight words (``lanes`` weights each)
-    BIAS = 2         #: bias words (``lanes`` currents each), added once after ``CLEAR``
+    BIAS = 2         #: bias words (``lanes`` currents each), added once after ``CLEAR`` (a recurrent
+                     #: program: at the start of every window)
     POINTER = 3      #: routing: ``(start, count)`` of each source neuron's destination list
     ROUTE = 4        #: routing: destination ``(tile, axon)`` entries
     TABLE = 5        #: a unit tile's exp table (softmax)
@@ -32,7 +33,7 @@ class TileMemory(enum.IntEnum):
 
 
 #: Register addresses of a neuron tile (``TileMemory.REGISTER``), in order.
-TILE_REGISTERS = ("tokens", "groups", "fan_in", "theta", "s_min", "s_max", "readout", "bias")
+TILE_REGISTERS = ("tokens", "groups", "fan_in", "theta", "s_min", "s_max", "readout", "bias", "window", "elements")
 
 MEMORY_BITS = 3
 

@@ -6,7 +6,9 @@ its kind: a **neuron tile** holds a synapse (weight) memory of ``synapse_words``
 weights, a **matmul tile** the two count-trace memories of a SESA product (``trace_words`` counts in
 all), a **unit tile** the accumulators of a softmax/LayerNorm unit (``unit_words`` values). Every tile
 routes its output events through a routing table of ``route_words`` entries (source neuron ->
-destination tile and axon, at most ``max_fanout`` per neuron) and accepts ``axons`` input lines.
+destination tile and axon, at most ``max_fanout`` per neuron) and accepts ``axons`` input lines. A
+neuron tile with an input buffer of ``buffer_words`` values (0: none) also runs recurrent layers (crnn
+``rnn``: the buffer holds each sequence element's inputs and the previous element's spike counts).
 A unit tile's rows are at most ``unit_width`` values, its input totals ``total_bits`` wide, its exp table
 ``exp_words`` entries, its integer constants ``scale_bits`` and its output levels ``level_bits`` wide; a
 matmul tile's traces are ``trace_bits`` and its gain ``gain_bits`` wide (signed).
@@ -54,6 +56,7 @@ class HardwareSpec:
     level_bits: int = 6
     trace_bits: int = 8
     gain_bits: int = 9
+    buffer_words: int = 0
 
     def __post_init__(self):
         for name in ("neuron_tiles", "matmul_tiles", "unit_tiles"):
@@ -64,6 +67,7 @@ class HardwareSpec:
             raise ValueError(f"neurons={self.neurons} is not a multiple of lanes={self.lanes}")
         for name in ("synapse_words", "trace_words", "unit_words", "axons", "route_words"):
             check_int(name, getattr(self, name), minimum=1, maximum=1 << 24)
+        check_int("buffer_words", self.buffer_words, minimum=0, maximum=1 << 24)
         check_int("weight_bits", self.weight_bits, minimum=2, maximum=16)
         check_int("value_bits", self.value_bits, minimum=2, maximum=32)
         check_int("current_width", self.current_width, minimum=2, maximum=32)
