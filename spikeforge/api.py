@@ -499,14 +499,15 @@ def fit_spec(net, spec=None, *, shrink: bool = True):
     (default :class:`HardwareSpec`'s) with as many tiles of each kind as the compiled network uses, the
     neuron widths its layers need (currents, potentials, tracers) and, with ``shrink``, every memory cut to
     the largest its slices use, rounded up to a power of two (synapse, trace and unit words, routing
-    table, unit row width, exp table)."""
+    table, unit row width, exp table); a network with a recurrent layer gets the input buffer it needs
+    (``buffer_words``, a power of two, also without ``shrink``)."""
     from dataclasses import replace
 
     from .sw.compile import HardwareSpec, compile_network
     from .sw.neurons import model_from_dict
     from .sw.units import unit_constants
     spec = HardwareSpec() if spec is None else spec
-    models = [model_from_dict(n.params["model"]) for n in net if n.op == "neuron"]
+    models = [model_from_dict(n.params["model"]) for n in net if n.op in ("neuron", "rnn")]
     if models:
         cw = max([spec.current_width] + [m.current_width for m in models])
         vw = max([spec.v_width, cw] + [m.v_width for m in models])
@@ -516,9 +517,13 @@ def fit_spec(net, spec=None, *, shrink: bool = True):
     roomy = replace(spec, neuron_tiles=4096, matmul_tiles=4096, unit_tiles=4096)
     plan = compile_network(net, roomy)
     fitted = replace(spec, **{f"{k}_tiles": plan.tiles_used(k) for k in ("neuron", "matmul", "unit")})
+    pow2 = lambda n: 1 << max(1, (max(int(n), 1) - 1).bit_length())     # noqa: E731
+    rnns = [n for n in net if n.op == "rnn"]        # a recurrent layer's tiles buffer elements x fan-in values
+    if rnns:
+        need = max(n.shape[0] * (n.inputs[0].index.shape[1] + n.arrays["wh"].shape[1]) for n in rnns)
+        fitted = replace(fitted, buffer_words=max(fitted.buffer_words, pow2(need)))
     if not shrink:
         return fitted
-    pow2 = lambda n: 1 << max(1, (max(int(n), 1) - 1).bit_length())     # noqa: E731
     words = {k: max([s.words for s in plan.slices if s.kind == k], default=1) for k in ("neuron", "matmul", "unit")}
     units = [L for L in plan.layers if L.kind == "unit"]
     tables = [len(unit_constants(net[L.front]).exp_table) for L in units if L.op == "softmax"]

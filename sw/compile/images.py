@@ -11,6 +11,11 @@ and destination, at step 0). Everything is built from whole index arrays (no loo
 A network the images cannot express fails with :class:`~spikeforge.sw.compile.plan.DoesNotFitError`
 naming the layer: a neuron's fan-out over ``max_fanout``, a tile's routing table over ``route_words``,
 a layer whose neuron widths exceed the tiles', tile kinds the accelerator does not have yet.
+
+A crnn ``rnn`` layer becomes a recurrent program (:class:`~spikeforge.sw.neuron_tile.TileProgram` with a
+window): its input axons are ``(element, input)`` for every element (the tile buffers them), and the
+compiler closes its loop with routes from element ``e``'s spikes to axons ``(e + 1, inputs + hidden)``
+of every slice of the layer; its output index is ``element x width + neuron``.
 """
 
 from __future__ import annotations
@@ -92,15 +97,18 @@ class Images:
         return next(im for im in self.tiles if im.tile == tile)
 
     def locate(self, tile: int, neuron) -> tuple[str, np.ndarray]:
-        """Layer name and flat layer index of core neurons ``neuron`` of ``tile``."""
+        """Layer name and flat layer index of output indices ``neuron`` of ``tile`` (a recurrent layer's:
+        its hidden neuron; the element is the step's window)."""
         im = self.image(tile)
         r, c = np.asarray(neuron) // im.width, np.asarray(neuron) % im.width
+        if getattr(im.program, "window", 0):
+            return im.layer, im.col0 + c
         return im.layer, (im.row0 + r) * self.layer_cols[im.layer] + im.col0 + c
 
 
 def _check_widths(L, node, fmt: AcceleratorFormat):
     model = model_from_dict(node.params["model"])
-    if model.kind != "stbif":
+    if model.kind != "stbif" and not (model.kind == "bif" and L.op == "rnn"):    # a window = a recurrent program
         raise DoesNotFitError(f"layer {L.name!r}: {model.kind} neurons; the accelerator's tiles run ST-BIF")
     problems = []
     if model.v_width > fmt.v_width:
@@ -141,9 +149,9 @@ def _program(net: Network, L, s, fmt: AcceleratorFormat, layer_of: dict):
     """The program of slice ``s`` of tile layer ``L`` and its padded width."""
     P = fmt.lanes
     front = net[L.front]
+    if L.op == "rnn":
+        return _recurrent_program(net, L, s, fmt, layer_of)
     if L.kind == "neuron":
-        if L.op != "linear":
-            raise DoesNotFitError(f"layer {L.name!r} ({L.op}): the accelerator has no recurrent tile yet")
         w, b = front.arrays["weight"], front.arrays.get("bias")
         if L.readout:
             theta, s_min, s_max = 1, 0, 0
@@ -179,8 +187,50 @@ def _program(net: Network, L, s, fmt: AcceleratorFormat, layer_of: dict):
     return prog, prog.groups(P) * P
 
 
+def _recurrent_program(net: Network, L, s, fmt: AcceleratorFormat, layer_of: dict):
+    """A crnn ``rnn`` layer's slice as a recurrent neuron-tile program: fan-in = the element's inputs, then
+    the previous element's hidden spike counts (weights ``[Wx | Wh]`` of the slice's columns)."""
+    node = net[L.name]
+    if node.params["recurrent"] != "tracer":
+        raise DoesNotFitError(f"layer {L.name!r} (rnn, recurrent={node.params['recurrent']!r}): the recurrent tile adds "
+                              "the previous element's spikes summed at the window's start; convert with "
+                              "recurrent='tracer' (the default)")
+    model = _check_widths(L, node, fmt)
+    elements, inputs = (int(d) for d in node.inputs[0].index.shape)
+    bound = max([abs(model.s_min), abs(model.s_max)] +
+                [_bound(net, layer_of, src) for src, _ in _producers(net, node, 0, layer_of)])
+    _fits("a buffered input (input count or a window's spike count)", bound, fmt.value_bits, L.name, "value_bits")
+    w = np.concatenate([node.arrays["wx"], node.arrays["wh"]], 1)[s.col0:s.col1]
+    b = node.arrays.get("bias")
+    prog = TileProgram(1, s.col1 - s.col0, inputs + int(node.arrays["wh"].shape[1]), w,
+                       None if b is None else b[s.col0:s.col1].reshape(1, -1), model.theta, model.s_min, model.s_max,
+                       window=model.window, elements=elements)
+    return prog, prog.groups(fmt.lanes) * fmt.lanes
+
+
+def _recurrent_routes(net: Network, L, slices, gtile: dict, widths: dict, fmt: AcceleratorFormat):
+    """The routes that close a recurrent layer's loop: element ``e``'s spike of hidden neuron ``c`` (on the
+    slice that holds ``c``) to every slice's axon ``(e + 1, inputs + c)``, for ``e < elements - 1``;
+    ``(source tile, source neuron, destination tile, axon)`` arrays."""
+    node = net[L.name]
+    elements, inputs = (int(d) for d in node.inputs[0].index.shape)
+    e = np.arange(elements - 1)
+    out = [[], [], [], []]
+    for ps in slices:
+        c = np.arange(ps.col0, ps.col1)
+        neuron = (e[:, None] * widths[gtile[id(ps)]] + (c - ps.col0)[None, :]).reshape(-1)
+        axon = (((e[:, None] + 1) << fmt.tile.k_bits) | (inputs + c)[None, :]).reshape(-1)
+        for s in slices:
+            out[0].append(np.full(len(neuron), gtile[id(ps)])), out[1].append(neuron)
+            out[2].append(np.full(len(neuron), gtile[id(s)])), out[3].append(axon)
+    return out
+
+
 def _axons(L, s, fmt: AcceleratorFormat, k: int, index: np.ndarray):
     """``(positions of the slice's inputs in index, their flat source index, their axons)`` for port ``k``."""
+    if L.op == "rnn":                    # every element's inputs, buffered: axon (element, input)
+        pos = np.nonzero(index >= 0)
+        return index[pos], (pos[0].astype(np.int64) << fmt.tile.k_bits) | pos[1].astype(np.int64)
     if L.kind == "neuron":
         sub = index[s.row0:s.row1]
         pos = np.nonzero(sub >= 0)
@@ -239,12 +289,19 @@ def build_images(net: Network, plan: Plan, fmt: AcceleratorFormat | None = None)
                         continue
                     src = layer_of[producer]
                     r, c = flat // src.cols, flat % src.cols
+                    # an rnn's output index is element x H + hidden neuron: the element picks the tile's
+                    # output indices (element x width), not a row of slices
+                    element, r = (r, 0 * r) if src.op == "rnn" else (0 * r, r)
                     for ps in by_layer[producer]:
                         sel = (r >= ps.row0) & (r < ps.row1) & (c >= ps.col0) & (c < ps.col1)
                         pt = gtile[id(ps)]
                         src_tile.append(np.full(int(sel.sum()), pt))
-                        src_neuron.append((r[sel] - ps.row0) * widths[pt] + (c[sel] - ps.col0))
+                        src_neuron.append((element[sel] + r[sel] - ps.row0) * widths[pt] + (c[sel] - ps.col0))
                         dst_tile.append(np.full(int(sel.sum()), t)), dst_axon.append(axon[sel])
+        if L.op == "rnn":
+            for acc, part in zip((src_tile, src_neuron, dst_tile, dst_axon),
+                                 _recurrent_routes(net, L, by_layer[L.name], gtile, widths, fmt)):
+                acc.extend(part)
     cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)   # noqa: E731
     src_tile, src_neuron, dst_tile, dst_axon = map(cat, (src_tile, src_neuron, dst_tile, dst_axon))
     tiles = []

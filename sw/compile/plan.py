@@ -305,6 +305,14 @@ def _route(net: Network, layers: list[TileLayer], slices: list[Slice], spec: Har
                     n = copies * int(((r >= s.row0) & (r < s.row1) & (c >= s.col0) & (c < s.col1)).sum())
                     if n:
                         per_tile[(s.kind, s.tile)] = per_tile.get((s.kind, s.tile), 0) + n
+        if L.op == "rnn":                   # the loop: element e's spikes to every slice's axons of e + 1
+            loop = 0
+            for s in consumers:
+                n = (net[L.name].shape[0] - 1) * (s.col1 - s.col0) * len(consumers)
+                per_tile[(s.kind, s.tile)] = per_tile.get((s.kind, s.tile), 0) + n
+                loop += n
+            links[(L.name, L.name)] = loop
+            total += loop
         per_layer[L.name] = total
     over = [(key, n) for key, n in per_tile.items() if key[0] != "host" and n > spec.route_words]
     if over:
