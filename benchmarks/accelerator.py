@@ -5,8 +5,9 @@ cycles per inference against the lower bound, simulation speed.
     python benchmarks/accelerator.py --images 20  # a quicker look (not written)
     python benchmarks/accelerator.py --network vit_qann_L16 --images 8 --record   # one row, first 8 images
 
-For each network the accelerators can run so far (``qcnn``, crnn flow, on 3 neuron tiles; the digits ViT
-``vit_qann_L16``, spikezip flow, on the demo's fitted accelerator of neuron, matmul and unit tiles) the
+For each network (``qcnn``, crnn flow, on 3 neuron tiles; ``qrnn_rows``, crnn flow, its recurrent layer
+on one neuron tile with an input buffer plus the head's tile; the digits ViT ``vit_qann_L16``, spikezip
+flow, on the demo's fitted accelerator of neuron, matmul and unit tiles) the
 benchmark compiles it for its spec, loads the program once and runs every image with spike logging:
 every layer's spikes must
 equal ``run_snn(..., timing="layer")`` step by step (index, step, sign), the outputs the integer QANN,
@@ -42,6 +43,8 @@ from spikeforge.sw.snn import encode_input, run_qann, run_snn
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
 NETWORKS = {"qcnn": ("crnn", HardwareSpec(neuron_tiles=3, matmul_tiles=0, unit_tiles=0, neurons=512,
                                           synapse_words=1024, route_words=2048)),
+            "qrnn_rows": ("crnn", HardwareSpec(neuron_tiles=2, matmul_tiles=0, unit_tiles=0, neurons=512,
+                                               synapse_words=2048, route_words=512, buffer_words=1024)),
             "vit_qann_L16": ("spikezip", None)}            # None: api.fit_spec, the demo's accelerator
 
 

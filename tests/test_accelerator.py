@@ -51,8 +51,15 @@ def test_images_route_every_synapse_once(qcnn):
 
 def test_a_network_the_tiles_cannot_run_is_refused():
     rnn = api.convert("qrnn_rows", "crnn")
-    with pytest.raises(DoesNotFitError, match="no recurrent tile yet"):
+    with pytest.raises(DoesNotFitError, match=r"layer 'rnn' slice on neuron tile 0: the program needs input-buffer "
+                                              r"words \(elements x fan_in; raise buffer_words\) = 576, the tile has 0"):
         build_images(rnn, compile_network(rnn, HardwareSpec(neuron_tiles=64)))
+    with pytest.raises(DoesNotFitError, match=r"output indices \(elements x cols padded to lanes\) = 512, the tile "
+                                              r"has 256"):
+        build_images(rnn, compile_network(rnn, HardwareSpec(neuron_tiles=64, neurons=256, buffer_words=1024)))
+    spikes = api.convert("qrnn_rows", "crnn", recurrent="spikes", window=28)
+    with pytest.raises(DoesNotFitError, match="convert with recurrent='tracer'"):
+        build_images(spikes, compile_network(spikes, HardwareSpec(neuron_tiles=64, buffer_words=1024)))
     vit = api.convert("vit_qann_L16")           # A V x 127 needs 19-bit currents
     with pytest.raises(DoesNotFitError, match=r"layer 'blocks_0_attn_out_quant' needs 19-bit currents \(the tiles "
                                               r"have 18: raise current_width\)"):
@@ -76,6 +83,28 @@ def test_qcnn_on_verilator_equals_the_golden_model_layer_by_layer(qcnn):
     x, counts = _inputs(qcnn, 3)
     runs = run_accelerator(images, counts, max_steps=64, idle=0.2, backpressure=0.3, seed=3)
     _check(qcnn, images, runs, x)
+
+
+def test_recurrent_images_close_the_loop_through_routes():
+    rnn = api.convert("qrnn_rows", "crnn")
+    images = build_images(rnn, compile_network(rnn, api.fit_spec(rnn, HardwareSpec(neurons=512))))
+    tile = images.image(0)
+    k_bits = images.fmt.tile.k_bits
+    route = tile.route[tile.pointer[:, 0][:448 * 1]]          # the first destination of elements 0..6's spikes
+    assert len(tile.route) == 7 * 64 + 64 and np.all(tile.pointer[:512, 1] == 1)
+    assert np.array_equal(route[:, 1], ((np.arange(448) // 64 + 1) << k_bits) | (8 + np.arange(448) % 64))
+    assert np.all(tile.route[tile.pointer[448:512, 0], 0] == 1)      # the last element's spikes go to the head
+    assert len(images.input_index) == 64 and images.locate(0, [5, 64 * 3 + 5])[1].tolist() == [5, 5]
+
+
+@pytest.mark.verilator
+def test_qrnn_on_verilator_equals_the_golden_model_layer_by_layer():
+    rnn = api.convert("qrnn_rows", "crnn")
+    images = build_images(rnn, compile_network(rnn, api.fit_spec(rnn, HardwareSpec(neurons=512))))
+    x, counts = _inputs(rnn, 2)
+    runs = run_accelerator(images, counts, max_steps=256, idle=0.2, backpressure=0.3, seed=4)
+    _check(rnn, images, runs, x)
+    assert all(run.steps == 121 for run in runs)           # 8 windows of 15 steps, then one without spikes
 
 
 @pytest.mark.verilator

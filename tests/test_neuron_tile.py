@@ -126,3 +126,64 @@ def test_programs_that_do_not_fit_are_refused():
         TileProgram(3, 7, 5, prog.weights, np.full((3, 7), 1000)).check(fmt, model)
     with pytest.raises(ValueError, match="theta=5000 does not fit"):
         TileProgram(3, 7, 5, prog.weights, theta=5000).check(fmt, model)
+
+
+def _recurrent(seed=0, bias=True, window=3, value_bits=5):
+    """A recurrent program (3 elements of a window each) on a tile larger than it needs."""
+    from spikeforge.sw.neuron_tile import TileProgram
+    fmt = NeuronTileFormat(tokens=4, cols=7, fan_in=5, lanes=2, weight_bits=6, value_bits=value_bits, current_width=10,
+                           core_neurons=24, synapse_words=20, buffer_words=16)
+    model = StBif(30, -8, 7, current_width=10, v_width=12)
+    rng = np.random.default_rng(seed)
+    prog = TileProgram(1, 7, 5, rng.integers(-31, 32, (7, 5)), rng.integers(-20, 21, (1, 7)) if bias else None,
+                       theta=23, s_min=-2, s_max=4, window=window, elements=3)
+    return NeuronTile(fmt, model, program=prog)
+
+
+@pytest.mark.parametrize("seed, bias, window", [(0, False, 3), (1, True, 4), (2, True, 1)])
+def test_recurrent_tile_equals_the_event_model(seed, bias, window):
+    """Buffered inputs (saturating: 5-bit values), a window per element, spikes at element x width + neuron,
+    a lone STEP once every element ran; malformed axons (element beyond the program) rejected."""
+    tile = _recurrent(seed, bias, window)
+    g = _check(tile, steps=3 * window + 2, events=40, malformed=2, seed=seed)
+    assert g.counters["product_overflows"] > 0 and g.counters["rejected"] == 2
+    assert set(g.spikes[:, 1] // 8) == {0, 1, 2}                  # every element's output indices
+    assert g.spikes[:, 0].max() < 3 * window                       # nothing after the last window
+
+
+def test_recurrent_model_replays_each_row_at_its_window_start():
+    from spikeforge.sw.neuron_tile import recurrent_core_inputs
+    tile = _recurrent(bias=False, value_bits=8)
+    tile._MustUse__silence = True
+    fmt, prog = tile.fmt, tile.program
+    # element 1 gets k=2 twice by its window start (step 3) and once after it (ignored: replayed already)
+    steps, axons, values = [0, 2, 3, 4], fmt.axon([1, 1, 1, 1], [2, 2, 2, 2]), [1, 1, 1, 5]
+    ops, ax, vs = [], [], []
+    for s in range(6):
+        for st, a, v in zip(steps, axons, values):
+            if st == s:
+                ops.append(EventOp.EVENT), ax.append(a), vs.append(v)
+        ops.append(EventOp.STEP), ax.append(0), vs.append(0)
+    windows, counts = recurrent_core_inputs(fmt, prog, fmt.event_format().events(ops, 0, ax, vs))
+    assert [e for e, _ in windows] == [0, 1]                      # element 2's window starts at step 6
+    assert len(windows[0][1]) == 0 and counts["rejected"] == 0
+    assert np.array_equal(windows[1][1][:, 2], 3 * prog.weights[:, 2])      # value 1 + 1 + 1
+
+
+def test_recurrent_programs_that_do_not_fit_are_refused():
+    from spikeforge.sw.neuron_tile import TileProgram
+    tile = _recurrent()
+    tile._MustUse__silence = True
+    fmt, model, w = tile.fmt, tile.model, tile.program.weights
+    with pytest.raises(ValueError, match=r"input-buffer words \(elements x fan_in; raise buffer_words\) = 20, the "
+                                         r"tile has 16"):
+        TileProgram(1, 7, 5, w, window=2, elements=4).check(fmt, model)
+    with pytest.raises(ValueError, match="runs one token"):
+        TileProgram(2, 7, 5, w, window=2, elements=2)
+    with pytest.raises(ValueError, match="elements=2 needs a window"):
+        TileProgram(1, 7, 5, w, elements=2)
+
+
+@pytest.mark.verilator
+def test_recurrent_tile_on_verilator():
+    _check(_recurrent(1, True, 4), steps=14, events=60, simulator="verilator", seed=4)
