@@ -378,12 +378,16 @@ class NeuronTile(CoreTile):
 
         # accepting input: an event into A0 when it is free (or empties this cycle), a marker when all is empty
         # recurrent programs (see the module docstring of spikeforge.sw.neuron_tile): the input buffer takes
-        # the events (read-modify-write, three cycles each); the window sequencer runs at a window's first
+        # one event per cycle (read-modify-write in two stages: X1 reads the word, X2 adds and writes it; a
+        # word X2 writes while X1 reads it is forwarded); the window sequencer runs at a window's first
         # STEP: core CLEAR, the bias walk, the buffer row replayed into A0, then the core STEP
-        buf_op = Signal(2)                  # 0 idle, 1 read, 2 write: an event being added to the buffer
-        buf_addr = Signal(range(max(fmt.buffer_words, 2)))
-        buf_value = Signal(signed(fmt.value_bits))
+        x1_valid, x2_valid, x2_forward = Signal(), Signal(), Signal()
+        x1_addr = Signal(range(max(fmt.buffer_words, 2)))
+        x2_addr = Signal.like(x1_addr)
+        x1_value, x2_value = Signal(signed(fmt.value_bits)), Signal(signed(fmt.value_bits))
+        x2_written = Signal(signed(fmt.value_bits))          # the word X2 wrote last
         wiping = Signal()                   # CLEAR zeroes the buffer, one word per cycle
+        wipe_addr = Signal.like(x1_addr)
         seq = Signal(2)                     # 0 idle, 1 core CLEAR, 2 read a buffer word, 3 replay it into A0
         replayed = Signal()                 # the window's inputs are in: its first STEP may go to the core
         phase = Signal(range(MAX_WINDOW + 1))                 # step within the window
@@ -394,19 +398,20 @@ class NeuronTile(CoreTile):
         k_replay = Signal(range(max(fmt.fan_in, 2)))
         width = Signal(range(fmt.max_groups * P + 1))
         m.d.sync += width.eq(groups * P)
-        buf_idle = (buf_op == 0) & ~wiping & (seq == 0)
+        buf_idle = ~x1_valid & ~x2_valid & ~wiping & (seq == 0)
         finished = rnn & (element >= elements)               # every window ran: STEP is answered at once
         m.d.comb += self.pending.eq(rnn & (element < elements))
         drained = ~z_valid & ~a_active & ~b_valid & ~b2_valid & ~c_valid & ~readout_step & buf_idle
+        m.d.sync += x1_valid.eq(0)                  # X1 holds an event one cycle (set below when one is taken)
         with m.If(self.inputs.valid):
             with m.Switch(ev.op):
                 with m.Case(EventOp.EVENT):
                     with m.If(rnn):
-                        with m.If((buf_op == 0) & ~wiping & (seq == 0)):
+                        with m.If(~wiping & (seq == 0)):
                             m.d.comb += self.inputs.ready.eq(1)
                             with m.If((in_token < elements) & (in_k < fan_in)):
-                                m.d.sync += [buf_addr.eq(in_token * fan_in + in_k), buf_value.eq(ev.value),
-                                             buf_op.eq(1)]
+                                m.d.sync += [x1_addr.eq(in_token * fan_in + in_k), x1_value.eq(ev.value),
+                                             x1_valid.eq(1)]
                             with m.Else():
                                 m.d.sync += own_rejected.eq(saturating_increment(own_rejected, 1))
                     with m.Elif((~z_valid | a_takes) & ~readout_step):
@@ -440,7 +445,7 @@ class NeuronTile(CoreTile):
                         with m.If(core.events.ready & has_bias & ~rnn & (tokens != 0) & (groups != 0)):
                             m.d.sync += [token.eq(0), t_base.eq(0), j.eq(0), a_active.eq(1), a_bias.eq(1)]
                         with m.If(core.events.ready & rnn):
-                            m.d.sync += [wiping.eq(1), buf_addr.eq(0), phase.eq(0), element.eq(0), out_base.eq(0),
+                            m.d.sync += [wiping.eq(1), wipe_addr.eq(0), phase.eq(0), element.eq(0), out_base.eq(0),
                                          row_base.eq(0), replayed.eq(0)]
                 with m.Case(EventOp.READ):
                     with m.If(drained):
@@ -448,18 +453,20 @@ class NeuronTile(CoreTile):
         if buffered:
             vlo, vhi = signed_range(fmt.value_bits)
             total = Signal(signed(fmt.value_bits + 1))
-            m.d.comb += [total.eq(xrd.data + buf_value), xrd.en.eq((buf_op == 1) | (seq == 2)),
-                         xrd.addr.eq(Mux(seq == 2, row_base + k_replay, buf_addr)), xwr.addr.eq(buf_addr)]
-            with m.If(buf_op == 1):
-                m.d.sync += buf_op.eq(2)
-            with m.If(buf_op == 2):
-                m.d.comb += [xwr.en.eq(1), xwr.data.eq(Mux(total > vhi, vhi, Mux(total < vlo, vlo, total)))]
-                m.d.sync += buf_op.eq(0)
-                m.d.comb += buffer_saturated.eq((total > vhi) | (total < vlo))
+            saturated = Signal(signed(fmt.value_bits))
+            m.d.comb += [xrd.en.eq(x1_valid | (seq == 2)), xrd.addr.eq(Mux(seq == 2, row_base + k_replay, x1_addr)),
+                         total.eq(Mux(x2_forward, x2_written, xrd.data) + x2_value),
+                         saturated.eq(Mux(total > vhi, vhi, Mux(total < vlo, vlo, total)))]
+            m.d.sync += [x2_valid.eq(x1_valid), x2_addr.eq(x1_addr), x2_value.eq(x1_value),
+                         x2_forward.eq(x1_valid & x2_valid & (x2_addr == x1_addr))]
+            with m.If(x2_valid):
+                m.d.comb += [xwr.en.eq(1), xwr.addr.eq(x2_addr), xwr.data.eq(saturated),
+                             buffer_saturated.eq((total > vhi) | (total < vlo))]
+                m.d.sync += x2_written.eq(saturated)
             with m.If(wiping):
-                m.d.comb += [xwr.en.eq(1), xwr.data.eq(0)]
-                m.d.sync += buf_addr.eq(buf_addr + 1)
-                with m.If(buf_addr == fmt.buffer_words - 1):
+                m.d.comb += [xwr.en.eq(1), xwr.addr.eq(wipe_addr), xwr.data.eq(0)]
+                m.d.sync += wipe_addr.eq(wipe_addr + 1)
+                with m.If(wipe_addr == fmt.buffer_words - 1):
                     m.d.sync += wiping.eq(0)
             with m.Switch(seq):
                 with m.Case(1):                            # the BIF window reset, then the bias

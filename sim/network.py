@@ -239,10 +239,12 @@ class RunCosts:
     """What one inference cost on the accelerator, counted from its spike log and the program: the beats
     each tile's front end issued (a neuron tile: one per lane group of an input event, the bias once after
     ``CLEAR``; a matmul tile: one trace read per partner entry of an event; a unit tile: one accumulation
-    per event), the synaptic accumulates (routed spike x destination columns, matmul trace reads) and input
-    MACs (analog input event x columns), and the cycle lower bounds: **busiest tile** = max over tiles of
-    beats + sweeps (N/P per step; a readout tile and a graded matmul do not sweep), **balanced** = their
-    sum / tiles. A unit tile's per-step row evaluations are not in the bounds."""
+    per event; a recurrent neuron tile: one buffer write per input event, then per window the bias and one
+    lane-group beat per nonzero buffered word), the synaptic accumulates (routed spike x destination
+    columns, matmul trace reads) and input MACs (analog input event x columns), and the cycle lower
+    bounds: **busiest tile** = max over tiles of beats + sweeps (the program's lane groups per step, a
+    recurrent program's only in its windows; a readout tile and a graded matmul do not sweep),
+    **balanced** = their sum / tiles. A unit tile's per-step row evaluations are not in the bounds."""
     beats: np.ndarray
     acs: int
     macs: int
@@ -267,7 +269,9 @@ def _event_costs(images: Images, tiles: np.ndarray, axons: np.ndarray) -> tuple[
         if not sel.any():
             continue
         p = im.program
-        if im.kind == "neuron":
+        if im.kind == "neuron" and getattr(p, "window", 0):       # buffered: one write each
+            beats[sel], acs[sel] = 1, p.cols
+        elif im.kind == "neuron":
             beats[sel], acs[sel] = p.groups(P), p.cols
         elif im.kind == "unit":
             beats[sel], acs[sel] = 1, 0
@@ -279,15 +283,16 @@ def _event_costs(images: Images, tiles: np.ndarray, axons: np.ndarray) -> tuple[
 
 def run_costs(images: Images, run: SampleRun, counts) -> RunCosts:
     """:class:`RunCosts` of ``run`` (a logged run) on input ``counts``."""
-    P, N = images.fmt.lanes, images.fmt.neurons
+    P = images.fmt.lanes
     index = {im.tile: i for i, im in enumerate(images.tiles)}
     beats = np.array([im.program.tokens * im.program.groups(P) if im.kind == "neuron" and im.program.bias is not None
-                      else 0 for im in images.tiles], np.int64)
+                      and not im.program.window else 0 for im in images.tiles], np.int64)      # the bias after CLEAR
     events = images.input_events(counts)
     b, a = _event_costs(images, events[:, 0], events[:, 1])
     np.add.at(beats, [index[t] for t in events[:, 0]], b)
     macs = int(a.sum())
     acs = 0
+    buffered = [events[:, :3]]                  # (tile, axon, value) of every event a recurrent tile buffers
     for im in images.tiles:
         sel = run.spikes[:, 1] == im.tile
         if not sel.any() or not len(im.route):
@@ -302,7 +307,22 @@ def run_costs(images: Images, run: SampleRun, counts) -> RunCosts:
         b, a = _event_costs(images, dest[:, 0], dest[:, 1])
         np.add.at(beats, [index[t] for t in dest[:, 0]], b)
         acs += int(a.sum())
-    sweeps = np.array([0 if im.readout or (im.kind == "matmul" and im.program.graded) else N // P
-                       for im in images.tiles]) * run.steps
+        buffered.append(np.stack([dest[:, 0], dest[:, 1], np.repeat(run.spikes[sel, 3], cnt)], 1))
+    buffered = np.concatenate(buffered).astype(np.int64)
+    sweeps = np.zeros(len(images.tiles), np.int64)
+    for i, im in enumerate(images.tiles):
+        p = im.program
+        if im.readout or (im.kind == "matmul" and p.graded):
+            continue
+        groups = (p.tokens if im.kind == "neuron" else p.rows) * p.groups(P)
+        if im.kind == "neuron" and getattr(p, "window", 0):
+            sweeps[i] = p.groups(P) * min(run.steps, p.window * p.elements)
+            mine = buffered[buffered[:, 0] == im.tile]             # the words replayed: nonzero sums
+            axons, inverse = np.unique(mine[:, 1], return_inverse=True)
+            replayed = int((np.bincount(inverse, weights=mine[:, 2], minlength=len(axons)) != 0).sum())
+            windows = min(p.elements, -(-run.steps // p.window))
+            beats[i] += p.groups(P) * (replayed + (windows if p.bias is not None else 0))
+        else:
+            sweeps[i] = groups * run.steps
     work = beats + sweeps
     return RunCosts(beats, acs, macs, int(work.max()), float(work.sum() / len(work)))

@@ -539,7 +539,7 @@ def _check_phase(net, source, images, max_loss, path, T, B, inhibition, progress
 
 
 _SPEC_OPTIONS = ("neuron_tiles", "matmul_tiles", "unit_tiles", "neurons", "lanes", "synapse_words", "trace_words",
-                 "unit_words", "axons", "route_words")
+                 "unit_words", "axons", "route_words", "buffer_words")
 
 
 def _spec_options(f, fit: bool = False):
@@ -548,7 +548,7 @@ def _spec_options(f, fit: bool = False):
     from .sw.compile import HardwareSpec
     d = HardwareSpec()
     for name in reversed(_SPEC_OPTIONS):
-        lo = 0 if name.endswith("_tiles") else 1
+        lo = 0 if name.endswith("_tiles") or name == "buffer_words" else 1
         if fit and name.endswith("_tiles"):
             f = click.option(f"--{name.replace('_', '-')}", name, type=click.IntRange(min=lo), default=None,
                              help=f"Hardware spec: {name.replace('_', ' ')} [default: as many as the network "
@@ -616,7 +616,7 @@ def compile_command(model, network_file, images, timing, out, **spec_fields):
 
 @simulate.command("network")
 @click.option("--model", default="qcnn", show_default=True,
-              help="Embedded count-coded checkpoint the accelerator runs (qcnn, vit_qann_L8/16/32; qrnn needs the recurrent tile).")
+              help="Embedded count-coded checkpoint the accelerator runs (qcnn, qrnn_rows, vit_qann_L8/16/32).")
 @click.option("--network", "network_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A network file from `spikeforge convert -o` instead of --model.")
 @functools.partial(_spec_options, fit=True)

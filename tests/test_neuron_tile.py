@@ -151,6 +151,18 @@ def test_recurrent_tile_equals_the_event_model(seed, bias, window):
     assert g.spikes[:, 0].max() < 3 * window                       # nothing after the last window
 
 
+def test_recurrent_buffer_forwards_back_to_back_events_on_one_word():
+    """One event per cycle into the buffer: runs of events on the same word (each read while the one
+    before is written) must add up, as must alternating words."""
+    tile = _recurrent(1, True, 3, value_bits=8)
+    fmt = tile.fmt
+    same = [(0, int(fmt.axon(1, 2)), 1)] * 9 + [(0, int(fmt.axon(2, 4)), -1)] * 4
+    alternating = [(1, int(fmt.axon(e, 3)), 2) for e in (1, 2) * 5]
+    golden = tile_golden(tile, np.array(same + alternating), 11)
+    ((g, obs, diff, cycles),) = verify_tile(tile, [golden], simulator="amaranth", idle=0.0, backpressure=0.0)
+    assert diff.equal, str(diff)
+
+
 def test_recurrent_model_replays_each_row_at_its_window_start():
     from spikeforge.sw.neuron_tile import recurrent_core_inputs
     tile = _recurrent(bias=False, value_bits=8)
