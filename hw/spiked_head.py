@@ -34,6 +34,7 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.attention import SpikedHeadFormat
+from ..sw.attention.events import HEAD_COUNTERS
 from ..sw.fixed import check_int
 from .arith import const_mul, index_width, saturating_increment
 from .attention_output import AttentionOutput
@@ -42,9 +43,8 @@ from .woss_softmax import SpikeOp, WossSoftmax
 
 __all__ = ["SpikedHead", "HeadOp", "HeadTensor", "HEAD_COUNTERS"]
 
-#: Counter ports of :class:`SpikedHead`, in the order the golden traces list them.
-HEAD_COUNTERS = ("rejected", "qk_rejected", "woss_rejected", "woss_overflows", "av_rejected", "out_rejected",
-                 "out_overflows", "empty_rows")
+# HEAD_COUNTERS (the counter ports, in the order the golden traces list them) is defined with the head's
+# event-level model in spikeforge.sw.attention.events and re-exported here.
 
 
 class HeadOp(enum.Enum, shape=2):

@@ -24,7 +24,7 @@ import torch
 
 from ..hw.trace_matmul import MatmulOp, ProductOp, TraceMatmul
 from ..sw.attention import MatmulEvent, TraceMatmulModel
-from ..sw.fixed import mul_shift_floor, saturate
+from ..sw.attention.events import TENSOR_CODES, head_block_run, output_block_run, woss_block_run
 from .bench import Bench, StreamSink, StreamSource, run_until
 from .trace import SpikeTrace
 
@@ -236,47 +236,12 @@ async def replay_block(bench: Bench, kind: str, config: dict, golden: SpikeTrace
 
 # -- WOSS softmax ----------------------------------------------------------------------------------------
 def woss_golden(block, events: list[tuple]) -> SpikeTrace:
-    """Expected trace of a :class:`~spikeforge.hw.woss_softmax.WossSoftmax` for ``events``:
-    ``("clear",)``, ``("add", row, col, value)``, ``("step",)``; whole ``2T``-step periods after the
-    leading clear. Adds saturate into ``x`` one by one, as the hardware does; the per-step sums then
-    go through :meth:`~spikeforge.sw.attention.WossFormat.run`."""
-    fmt, R, K, T = block.fmt, block.rows, block.keys, block.fmt.T
-    if not events or events[0][0] != "clear":
-        raise ValueError("a replayed event list starts with a clear (block RAM is not reset)")
-    lo, hi = -(1 << (fmt.x_width - 1)), (1 << (fmt.x_width - 1)) - 1
-    inputs, spikes = [], []
-    rejected = overflows = 0
-    step = 0
-    x = torch.zeros((T, R, K), dtype=torch.int64)
-    for ev in events[1:]:
-        p = step % (2 * T)
-        if ev[0] == "add":
-            _, r, c, value = ev
-            inputs.append((step, r * K + c if (r < R and c < K) else -1, value))
-            if r >= R or c >= K or p >= T:
-                rejected += 1
-                continue
-            s = int(x[p, r, c]) + value
-            if not lo <= s <= hi:
-                overflows += 1
-                s = max(lo, min(hi, s))
-            x[p, r, c] = s
-        elif ev[0] == "step":
-            step += 1
-            if step % (2 * T) == 0:
-                res = fmt.run(x)
-                overflows += res.overflows
-                base = step - 2 * T
-                for r, c in torch.nonzero(res.steps >= 0).tolist():
-                    spikes.append((base + T + int(res.steps[r, c]), r * K + c, 1))
-                x.zero_()
-        else:
-            raise ValueError(f"unknown WOSS event {ev!r}")
-    if step % (2 * T):
-        raise ValueError(f"the events end inside a period (step {step}); give whole {2 * T}-step periods")
-    meta = {"block": "woss_softmax", "config": block.config(), "steps": step, "events": [list(e) for e in events]}
-    return SpikeTrace(meta, inputs, spikes, {}, {"overflows": overflows, "rejected": rejected})
-
+    """Expected trace of a :class:`~spikeforge.hw.woss_softmax.WossSoftmax` for ``events`` (``("clear",)``,
+    ``("add", row, col, value)``, ``("step",)``; whole ``2T``-step periods after the leading clear),
+    from :func:`~spikeforge.sw.attention.events.woss_block_run`."""
+    run = woss_block_run(block.fmt, block.rows, block.keys, events)
+    meta = {"block": "woss_softmax", "config": block.config(), "steps": run.steps, "events": [list(e) for e in events]}
+    return SpikeTrace(meta, run.inputs, run.outputs, {}, run.counters)
 
 def random_woss_events(block, *, periods: int, adds_per_step: int, seed: int, malformed: int = 0,
                        spread: float = 1.0) -> list[tuple]:
@@ -335,49 +300,12 @@ __all__ += ["woss_golden", "random_woss_events", "replay_woss"]
 # -- A·V output stage --------------------------------------------------------------------------------------
 def output_golden(block, events: list[tuple]) -> SpikeTrace:
     """Expected trace of an :class:`~spikeforge.hw.attention_output.AttentionOutput` for ``events``
-    (``("clear",)``, ``("add", row, col, value)``, ``("step",)``; the first is a clear). Adds saturate
-    one by one as in the hardware; scaling steps and the read-out follow
-    :meth:`~spikeforge.sw.attention.SpikedHeadFormat.accumulate_av` / ``divide``. Output rows are
-    ``(step, row * cols + col, quotient)``."""
-    fmt, R, E, T = block.fmt, block.rows, block.cols, block.fmt.T
-    if not events or events[0][0] != "clear":
-        raise ValueError("a replayed event list starts with a clear (block RAM is not reset)")
-    inputs, spikes = [], []
-    counters = {"overflows": 0, "rejected": 0, "empty_rows": 0}
-    acc = torch.zeros((R, E + 1), dtype=torch.int64)
-    step = p = 0
-    for ev in events:
-        if ev[0] == "clear":
-            acc.zero_()
-            step = p = 0
-        elif ev[0] == "add":
-            _, r, c, value = ev
-            inputs.append((step, r * (E + 1) + c if (r < R and c <= E) else -1, value))
-            if r >= R or c > E:
-                counters["rejected"] += 1
-                continue
-            a, o = saturate(torch.tensor(int(acc[r, c]) + value), fmt.av_width)
-            acc[r, c] = a
-            counters["overflows"] += int(o)
-        elif ev[0] == "step":
-            if p < T - 1:
-                acc, o = saturate(mul_shift_floor(acc, fmt.b_fx, fmt.b_frac_bits), fmt.av_width)
-                counters["overflows"] += int(o.sum())
-                p += 1
-            else:
-                out, empty, ovf = fmt.divide(acc)
-                counters["empty_rows"] += empty
-                counters["overflows"] += ovf
-                spikes += [(step, r * E + c, int(out[r, c])) for r in range(R) for c in range(E)]
-                acc.zero_()
-                p = 0
-            step += 1
-        else:
-            raise ValueError(f"unknown A·V output event {ev!r}")
-    meta = {"block": "attention_output", "config": block.config(), "steps": step,
+    (``("clear",)``, ``("add", row, col, value)``, ``("step",)``; the first is a clear), from
+    :func:`~spikeforge.sw.attention.events.output_block_run`: rows ``(step, row * cols + col, quotient)``."""
+    run = output_block_run(block.fmt, events)
+    meta = {"block": "attention_output", "config": block.config(), "steps": run.steps,
             "events": [list(e) for e in events]}
-    return SpikeTrace(meta, inputs, spikes, {}, counters)
-
+    return SpikeTrace(meta, run.inputs, run.outputs, {}, run.counters)
 
 def random_output_events(block, *, windows: int, adds_per_step: int, seed: int, malformed: int = 0,
                          spread: float = 1.0, empty_fraction: float = 0.25) -> list[tuple]:
@@ -433,9 +361,6 @@ __all__ += ["output_golden", "random_output_events", "replay_output"]
 
 
 # -- a whole head -------------------------------------------------------------------------------------------
-_TENSOR_CODES = {"q": 0, "k": 1, "v": 2}
-
-
 def head_events(q_spikes: torch.Tensor, k_spikes: torch.Tensor, v_spikes: torch.Tensor, *, seed: int | None = None,
                 malformed: int = 0, extra_steps: int = 0) -> list[tuple]:
     """Input events of one head for one-spike codes ``q [T, rows, D]``, ``k [T, keys, D]``,
@@ -479,93 +404,14 @@ def head_events(q_spikes: torch.Tensor, k_spikes: torch.Tensor, v_spikes: torch.
 
 def head_golden(head, events: list[tuple]) -> SpikeTrace:
     """Expected trace of a :class:`~spikeforge.hw.spiked_head.SpikedHead` for ``events`` (``("clear",)``,
-    ``("step",)``, ``("spike", "q"|"k"|"v", token, channel, neg)``; each head a clear followed by
-    ``2T`` steps — more are rejected — or by nothing). The blocks' bit-exact models are chained in the
-    order the hardware processes events (QK^T products in engine order, WOSS spikes row-major per fire
-    step, then ``v``'s swept key-major), so saturation order matches too. Output rows are
-    ``(window-1 step counted over all heads, row * dim_v + col, quotient)``; ``meta["stats"]`` counts the
-    accepted input spikes, QK^T products, WOSS spikes, A·V input spikes and A·V products."""
-    from ..hw.spiked_head import HEAD_COUNTERS
-    fmt = head.fmt
-    R, K, D, E, T = fmt.rows, fmt.keys, fmt.dim, fmt.dim_v, fmt.T
-    if not events or events[0][0] != "clear":
-        raise ValueError("a replayed event list starts with a clear (block RAM is not reset)")
-    sizes = {"q": (R, D), "k": (K, D), "v": (K, E)}
-    counters = dict.fromkeys(HEAD_COUNTERS, 0)
-    inputs, outs = [], []
-    step_in = out_base = 0
-    stats = dict.fromkeys(("input_spikes", "qk_products", "woss_spikes", "av_spikes", "av_products"), 0)
-    bounds = [i for i, ev in enumerate(events) if ev[0] == "clear"] + [len(events)]
-    for lo, hi in zip(bounds, bounds[1:]):
-        t, qk_events, v_code = 0, [MatmulEvent("clear")], {}
-        for ev in events[lo + 1:hi]:
-            if ev[0] == "step":
-                if t == 2 * T:
-                    counters["rejected"] += 1
-                else:
-                    qk_events.append(MatmulEvent("step"))
-                    t += 1
-                    step_in += 1
-            elif ev[0] == "spike":
-                _, name, token, channel, neg = ev
-                code = _TENSOR_CODES.get(name, 3)
-                inputs.append((step_in, (code << 24) | (token << 12) | channel, -1 if neg else 1))
-                tokens, channels = sizes.get(name, (0, 0))
-                if not (token < tokens and channel < channels) or t >= T:
-                    counters["rejected"] += 1
-                elif name == "v":
-                    if (token, channel) in v_code:
-                        counters["rejected"] += 1
-                    else:
-                        v_code[(token, channel)] = (t, bool(neg))
-                else:
-                    qk_events.append(MatmulEvent("spike", "a" if name == "q" else "b", token, channel, bool(neg)))
-            else:
-                raise ValueError(f"unknown head event {ev!r}")
-        if t == 0:
-            continue
-        if t != 2 * T:
-            raise ValueError(f"a head stops after {t} steps; the golden model needs 0 or {2 * T}")
-        qk_run = TraceMatmulModel(fmt.qk, rows=R, cols=K).run(qk_events)
-        counters["qk_rejected"] += qk_run.rejected
-        woss = woss_golden(head.woss, [("clear",)] + _steps_of(qk_run.products, 2 * T))
-        counters["woss_overflows"] += woss.counters["overflows"]
-        counters["woss_rejected"] += woss.counters["rejected"]
-        fires = sorted((int(step) - T, int(idx)) for step, idx, _ in woss.spikes)
-        av_events = [MatmulEvent("clear")]
-        for j in range(T):
-            av_events += [MatmulEvent("spike", "a", idx // K, idx % K) for fj, idx in fires if fj == j]
-            av_events += [MatmulEvent("spike", "b", e, key, neg) for (key, e), (st, neg) in sorted(v_code.items())
-                          if st == j]
-            av_events.append(MatmulEvent("step"))
-        av_run = TraceMatmulModel(fmt.av, rows=R, cols=E, norm_column=True).run(av_events)
-        stats["input_spikes"] += sum(e.op == "spike" for e in qk_events) - qk_run.rejected + len(v_code)
-        stats["qk_products"] += len(qk_run.products)
-        stats["woss_spikes"] += len(fires)
-        stats["av_spikes"] += sum(e.op == "spike" for e in av_events)
-        stats["av_products"] += len(av_run.products)
-        counters["av_rejected"] += av_run.rejected
-        out = output_golden(head.out, [("clear",)] + _steps_of(av_run.products, T))
-        for name in ("overflows", "rejected", "empty_rows"):
-            counters[name if name == "empty_rows" else f"out_{name}"] += out.counters[name]
-        outs += [(out_base + int(st), int(i), int(v)) for st, i, v in out.spikes]
-        out_base += T
-    meta = {"block": "spiked_head", "config": head.config(), "steps": step_in, "heads": out_base // T,
+    ``("step",)``, ``("spike", "q"|"k"|"v", token, channel, neg)``), from
+    :func:`~spikeforge.sw.attention.events.head_block_run`; ``meta["stats"]`` holds its counts."""
+    run = head_block_run(head.fmt, events)
+    stats = dict(run.stats)
+    heads = stats.pop("heads")
+    meta = {"block": "spiked_head", "config": head.config(), "steps": run.steps, "heads": heads,
             "stats": stats, "events": [list(e) for e in events]}
-    return SpikeTrace(meta, inputs, outs, {}, counters)
-
-
-def _steps_of(products, steps: int) -> list[tuple]:
-    """Accumulator events ``add``/``step`` for ``steps`` steps from products ``(step, row, col, value)``."""
-    events, i = [], 0
-    for s in range(steps):
-        while i < len(products) and products[i][0] == s:
-            events.append(("add", *products[i][1:]))
-            i += 1
-        events.append(("step",))
-    if i != len(products):
-        raise ValueError(f"products after step {steps}: {products[i]}")
-    return events
+    return SpikeTrace(meta, run.inputs, run.outputs, {}, run.counters)
 
 
 async def replay_head(bench: Bench, head, golden: SpikeTrace, *, idle: float = 0.0, backpressure: float = 0.0,
@@ -576,7 +422,7 @@ async def replay_head(bench: Bench, head, golden: SpikeTrace, *, idle: float = 0
     beats = []
     for ev in events:
         if ev[0] == "spike":
-            beats.append({"op": HeadOp.SPIKE, "tensor": _TENSOR_CODES.get(ev[1], 3), "token": ev[2],
+            beats.append({"op": HeadOp.SPIKE, "tensor": TENSOR_CODES.get(ev[1], 3), "token": ev[2],
                           "channel": ev[3], "neg": int(ev[4])})
         else:
             beats.append({"op": HeadOp.STEP if ev[0] == "step" else HeadOp.CLEAR})
