@@ -48,7 +48,12 @@ class SynthError(RuntimeError):
 
 
 class DoesNotFitError(ValueError):
-    """The synthesised design needs more of a resource than the device has (found before place-and-route)."""
+    """The synthesised design needs more of a resource than the device has (found before place-and-route);
+    ``cells`` holds the yosys cell counts it was judged on."""
+
+    def __init__(self, message: str, cells: dict | None = None):
+        super().__init__(message)
+        self.cells = dict(cells or {})
 
 
 def check_fits(name: str, cells: dict[str, int], device: str):
@@ -62,7 +67,7 @@ def check_fits(name: str, cells: dict[str, int], device: str):
     needs = "; ".join(f"{need} {_RESOURCE_NAMES[k]}, the {ECP5_DEVICES[device]} has {cap}" for k, need, cap in over)
     fix = f"use --device {' or '.join(bigger)}" if bigger else "no ECP5 is large enough"
     raise DoesNotFitError(f"{name} does not fit: it needs {needs}; {fix}, or make the design smaller "
-                          "(fewer neurons/tokens/dims)")
+                          "(fewer neurons/tokens/dims)", cells)
 
 
 @dataclass
@@ -163,10 +168,12 @@ def synthesize_ecp5(component: wiring.Component, name: str, *, device: str = "25
     """Synthesise ``component`` for an ECP5 and place-and-route it; see the module docstring.
 
     After synthesis the cell counts are checked against the device (:func:`check_fits`), so a design
-    that cannot fit fails in seconds, not after a long place-and-route. ``progress`` (a callable) is
-    given a line of text per stage."""
-    if device not in ECP5_DEVICES:
-        raise ValueError(f"device={device!r} is not an ECP5 size nextpnr knows; choose one of {sorted(ECP5_DEVICES)}")
+    that cannot fit fails in seconds, not after a long place-and-route. ``device="auto"`` synthesises
+    once and places on the smallest of LFE5U-25F / 45F / 85F the cells fit (:class:`DoesNotFitError`
+    with the 85F's limits if none). ``progress`` (a callable) is given a line of text per stage."""
+    if device not in ECP5_DEVICES and device != "auto":
+        raise ValueError(f"device={device!r} is not an ECP5 size nextpnr knows; choose one of "
+                         f"{sorted(ECP5_DEVICES)} or 'auto'")
     if not target_mhz > 0:
         raise ValueError(f"target_mhz={target_mhz} must be > 0")
     report = progress or (lambda text: None)
@@ -176,6 +183,10 @@ def synthesize_ecp5(component: wiring.Component, name: str, *, device: str = "25
     report(f"yosys synth_ecp5 of {name}")
     mapper = _synth(work, f"{name}.v", name, f"tee -o {name}.stat stat", "yosys_core.log")
     cells = _yosys_cells((work / f"{name}.stat").read_text())
+    if device == "auto":
+        fits = [d for d in ("25k", "45k", "85k")
+                if all(cells.get(k, 0) <= cap for k, cap in ECP5_CAPACITY[d].items())]
+        device = fits[0] if fits else "85k"
     check_fits(name, cells, device)
     report(f"yosys synth_ecp5 of the pin harness, then nextpnr-ecp5 on the {ECP5_DEVICES[device]}")
 
