@@ -8,7 +8,7 @@ interface; the host streams go through the pin harness of :mod:`spikeforge.board
 placed and routed on the smallest ECP5 its cells fit of LFE5U-25F / 45F / 85F. A design no ECP5 holds
 gets its yosys cell counts and no Fmax (the row says what it needs against the 85F).
 
-Specs: the qcnn accelerator (3 neuron tiles); the digits ViT's (``api.fit_spec``: the demo's 29 tiles);
+Specs: the qcnn and qrnn_rows accelerators (those of ``benchmarks/accelerator.py``); the digits ViT's (``api.fit_spec``: the demo's 29 tiles);
 and one tile of each kind at the ViT accelerator's sizes and widths, which places where the whole does
 not: the Fmax of the ViT's tiles, bus and controller.
 """
@@ -25,16 +25,16 @@ from spikeforge import api
 from spikeforge.boards.synth import ECP5_CAPACITY, DoesNotFitError
 from spikeforge.hw.accelerator import Accelerator
 from spikeforge.sw.accelerator import AcceleratorFormat
-from spikeforge.sw.compile import HardwareSpec
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
 def _specs() -> dict:
+    from accelerator import NETWORKS           # benchmarks/accelerator.py: the specs the networks run on
     vit = api.fit_spec(api.convert("vit_qann_L16"))
     return {
-        "qcnn, 3 tiles x 512 neurons x 4 lanes": HardwareSpec(neuron_tiles=3, matmul_tiles=0, unit_tiles=0,
-                                                              neurons=512, synapse_words=1024, route_words=2048),
+        "qcnn, 3 tiles x 512 neurons x 4 lanes": NETWORKS["qcnn"][1],
+        "qrnn_rows, 2 tiles x 512 neurons x 4 lanes, input buffer 1024": NETWORKS["qrnn_rows"][1],
         f"digits ViT (demo), {vit.neuron_tiles} neuron + {vit.matmul_tiles} matmul + {vit.unit_tiles} unit tiles x "
         f"{vit.neurons} neurons x {vit.lanes} lanes": vit,
         f"one tile per kind at the digits ViT's sizes ({vit.neurons} neurons x {vit.lanes} lanes)":
@@ -42,7 +42,7 @@ def _specs() -> dict:
     }
 
 
-def measure(label: str, spec: HardwareSpec) -> dict:
+def measure(label: str, spec) -> dict:
     try:
         r = api.report_block(Accelerator(AcceleratorFormat.from_spec(spec)), device="auto", target_mhz=100.0,
                              progress=print)

@@ -197,18 +197,24 @@ def compare_layers(images: Images, run: SampleRun, golden_traces: dict, golden_o
 
 
 def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max_steps: int = 256,
-                    idle: float = 0.0, backpressure: float = 0.0, seed: int = 0, log: bool = True) -> list[SampleRun]:
+                    idle: float = 0.0, backpressure: float = 0.0, seed: int = 0, log: bool = True,
+                    workers: int = 1) -> list[SampleRun]:
     """Generate the accelerator of ``images.fmt``, load ``images`` and run every sample of ``inputs``
     (input counts ``[B, size]``) on ``simulator`` (``"verilator"``: built once per accelerator format and
-    cached; ``"amaranth"``: Python simulator, slow)."""
+    cached; ``"amaranth"``: Python simulator, slow). ``workers > 1`` (Verilator) splits the samples into
+    that many consecutive chunks, each run by its own simulator process on the same build (each loads the
+    program; chunk ``i`` stalls with ``seed + i``): the runs are the same, on that many cores."""
     import pickle
     import shutil
     import tempfile
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
     from ..hw.accelerator import Accelerator
+    from ..sw.fixed import check_int
     check_stall_probability("idle", idle)
     check_stall_probability("backpressure", backpressure)
+    check_int("workers", workers, minimum=1, maximum=256)
     inputs = np.asarray(inputs, dtype=np.int64)
     accel = Accelerator(images.fmt)
     if simulator == "amaranth":
@@ -221,15 +227,23 @@ def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max
     from .verilator import build, run_job
     design = build(accel, accel.verilog_name, skid=True)
     work = Path(tempfile.mkdtemp(prefix="sf-accelerator-"))
-    try:
-        job = {"kind": "accelerator_run", "config": accel.config(), "file": str(work / "job.pkl"),
-               "observed": str(work / "runs.pkl")}
+
+    def run_chunk(i: int, chunk: np.ndarray) -> list[SampleRun]:
+        job = {"kind": "accelerator_run", "config": accel.config(), "file": str(work / f"job{i}.pkl"),
+               "observed": str(work / f"runs{i}.pkl")}
         with open(job["file"], "wb") as f:
-            pickle.dump({"images": images, "inputs": inputs, "max_steps": max_steps, "idle": idle,
-                         "backpressure": backpressure, "seed": seed, "log": log}, f)
+            pickle.dump({"images": images, "inputs": chunk, "max_steps": max_steps, "idle": idle,
+                         "backpressure": backpressure, "seed": seed + i, "log": log}, f)
         run_job(design, job)
         with open(job["observed"], "rb") as f:
             return pickle.load(f)
+    try:
+        chunks = [c for c in np.array_split(inputs, min(workers, max(1, len(inputs)))) if len(c)]
+        if len(chunks) <= 1:
+            return run_chunk(0, inputs)
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            parts = list(pool.map(run_chunk, range(len(chunks)), chunks))
+        return [run for part in parts for run in part]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
