@@ -4,6 +4,9 @@ cycles per inference against the lower bound, simulation speed.
     python benchmarks/accelerator.py              # -> docs/results/accelerator.{md,json}
     python benchmarks/accelerator.py --images 20  # a quicker look (not written)
     python benchmarks/accelerator.py --network vit_qann_L16 --images 8 --record   # one row, first 8 images
+    python benchmarks/accelerator.py --network vit_qann_L16 --first 0 --images 120 --accumulate --workers 2
+        # one chunk of the split; later chunks (--first 120, 240) add to the same row: every image's record
+        # is kept in docs/results/accelerator_images.json (for that Verilog build and program only)
 
 For each network (``qcnn``, crnn flow, on 3 neuron tiles; ``qrnn_rows``, crnn flow, its recurrent layer
 on one neuron tile with an input buffer plus the head's tile; the digits ViT ``vit_qann_L16``, spikezip
@@ -48,68 +51,89 @@ NETWORKS = {"qcnn": ("crnn", HardwareSpec(neuron_tiles=3, matmul_tiles=0, unit_t
             "vit_qann_L16": ("spikezip", None)}            # None: api.fit_spec, the demo's accelerator
 
 
-def measure(model: str, n: int | None, log=print, speed_images: int = 360) -> dict:
+def _setup(model: str):
     flow, spec = NETWORKS[model]
     net = api.convert(model, flow)
     spec = api.fit_spec(net) if spec is None else spec
-    plan = compile_network(net, spec)
-    images = build_images(net, plan)
+    images = build_images(net, compile_network(net, spec))
+    return flow, net, spec, images
+
+
+def design_key(images) -> str:
+    """What a stored per-image record depends on: the accelerator's Verilog build (its cache key hashes the
+    Verilog and the tools) and the program."""
+    import hashlib
+
+    from spikeforge.hw.accelerator import Accelerator
+    from spikeforge.sim.verilator import build
+    design = build(Accelerator(images.fmt), "spikeforge_accelerator", skid=True)
+    program = hashlib.sha256(repr(images.writes().tolist()).encode()).hexdigest()[:16]
+    return f"{design.directory.name}/{program}"
+
+
+def run_images(model: str, first: int, n: int | None, log=print, speed_images: int = 360, workers: int = 1):
+    """Run test images ``[first, first + n)`` logged (each compared layer by layer) and then
+    ``speed_images`` of them unlogged; returns ``(per-image records, speed, context)``."""
+    flow, net, spec, images = _setup(model)
     data = digits_split()
     scale = net.input.params["scale"]
-    x = torch.round(data.x_test[:n] / scale) * scale
-    y = data.y_test[:n]
+    stop = len(data.x_test) if n is None else min(len(data.x_test), first + n)
+    x = torch.round(data.x_test[first:stop] / scale) * scale
+    y = data.y_test[first:stop]
     counts = encode_input(net, x).numpy()
     qann = run_qann(net, x)
+    snn = run_snn(net, x, timing="layer")
     t0 = time.perf_counter()
-    runs = run_accelerator(images, counts, max_steps=256, log=True)
+    runs = run_accelerator(images, counts, max_steps=256, log=True, workers=workers)
     logged_seconds = time.perf_counter() - t0
-    P, N = images.fmt.lanes, images.fmt.neurons
-    mismatched, errors, first = 0, 0, None
-    rtl_pred, cycles, busiest, balanced, energy, busy_share, busy_layer = [], [], [], [], [], [], {}
+    records, mismatched = {}, 0
     for i, run in enumerate(runs):
         golden = run_snn(net, x[i:i + 1], timing="layer", record=0)
         mm = compare_layers(images, run, golden.traces, qann.output[i])
         mismatched += mm is not None
-        first = first or (mm and f"image {i}: {mm}")
-        errors += bool(run.errors)
-        rtl_pred.append(int(outputs_of(images, run).argmax()))
         costs = run_costs(images, run, counts[i])
-        cycles.append(run.run_cycles)
-        busiest.append(costs.busiest_bound)
-        balanced.append(costs.balanced_bound)
-        energy.append(costs.energy_pj)
         tile, busy = max(run.busy_cycles.items(), key=lambda kv: kv[1])
-        busy_share.append(busy / run.run_cycles)
-        name = images.image(tile).layer
-        busy_layer[name] = busy_layer.get(name, 0) + 1
+        records[str(first + i)] = {
+            "mismatch": None if mm is None else str(mm), "errors": {f"{k[0]}.{k[1]}": v for k, v in run.errors.items()},
+            "label": int(y[i]), "rtl": int(outputs_of(images, run).argmax()), "snn": int(snn.output[i].argmax()),
+            "qann": int(qann.output[i].argmax()), "cycles": run.run_cycles, "steps": run.steps,
+            "busiest_bound": costs.busiest_bound, "balanced_bound": costs.balanced_bound, "energy_pj": costs.energy_pj,
+            "busy_share": busy / run.run_cycles, "busy_layer": images.image(tile).layer}
         if (i + 1) % 20 == 0 or len(runs) < 40:
-            log(f"{model}: {i + 1}/{len(runs)} images, {mismatched} mismatched")
+            log(f"{model}: {i + 1}/{len(runs)} images from {first}, {mismatched} mismatched")
     t0 = time.perf_counter()
     speed_images = min(len(counts), speed_images)             # the speed pass: no logging
-    quiet_runs = run_accelerator(images, counts[:speed_images], max_steps=256, log=False)
+    quiet_runs = run_accelerator(images, counts[:speed_images], max_steps=256, log=False, workers=workers)
     seconds = time.perf_counter() - t0
-    quiet_cycles = sum(r.cycles for r in quiet_runs)
-    cycles, busiest, balanced = map(np.asarray, (cycles, busiest, balanced))
-    rtl_pred = np.asarray(rtl_pred)
-    snn = run_snn(net, x, timing="layer")
-    row = {"model": model, "flow": flow, "spec": spec.to_dict(), "images": len(runs), "tiles": len(images.tiles),
-           "lanes": P, "neurons": N,
-           "mismatched_images": mismatched, "images_with_errors": errors, "first_mismatch": first,
-           "qann_accuracy": float((qann.output.argmax(-1) == y).double().mean()),
-           "snn_accuracy": float((snn.output.argmax(-1) == y).double().mean()),
-           "rtl_accuracy": float((torch.from_numpy(rtl_pred) == y).double().mean()),
-           "cycles_mean": float(cycles.mean()), "cycles_max": int(cycles.max()),
-           "busiest_tile_bound_mean": float(busiest.mean()), "balanced_bound_mean": float(balanced.mean()),
-           "ratio_to_busiest": float((cycles / busiest).mean()), "ratio_to_balanced": float((cycles / balanced).mean()),
-           "steps_mean": float(np.mean([r.steps for r in runs])),
-           "busiest_measured_share": float(np.mean(busy_share)),
-           "busiest_measured_layer": max(busy_layer, key=busy_layer.get),
-           "energy_uj_mean": float(np.mean(energy)) / 1e6, "ann_energy_uj": mac_ac_energy(ann_macs(net), 0) / 1e6,
-           "verilator_cycles_per_s": quiet_cycles / seconds, "verilator_images_per_s": speed_images / seconds,
-           "logged_images_per_s": len(runs) / logged_seconds, "program_writes": len(images.writes())}
-    log(f"{model}: {mismatched} mismatched, RTL {row['rtl_accuracy']:.4f} == SNN {row['snn_accuracy']:.4f} == QANN "
-        f"{row['qann_accuracy']:.4f}; {row['cycles_mean']:.0f} cycles/image, {row['ratio_to_busiest']:.2f}x busiest")
-    return row
+    speed = {"verilator_cycles_per_s": sum(r.cycles for r in quiet_runs) / seconds / workers,
+             "verilator_images_per_s": speed_images / seconds, "workers": workers,
+             "logged_images_per_s": len(runs) / logged_seconds}
+    context = {"model": model, "flow": flow, "spec": spec.to_dict(), "tiles": len(images.tiles),
+               "lanes": images.fmt.lanes, "neurons": images.fmt.neurons, "program_writes": len(images.writes()),
+               "ann_energy_uj": mac_ac_energy(ann_macs(net), 0) / 1e6, "key": design_key(images)}
+    return records, speed, context
+
+
+def aggregate(records: dict, speed: dict, context: dict) -> dict:
+    """One table row from per-image records (any subset of the test split)."""
+    r = list(records.values())
+    col = lambda k: np.asarray([x[k] for x in r], dtype=float)      # noqa: E731
+    cycles, busiest, balanced = col("cycles"), col("busiest_bound"), col("balanced_bound")
+    layers = [x["busy_layer"] for x in r]
+    acc = lambda k: float(np.mean([x[k] == x["label"] for x in r]))    # noqa: E731
+    first = next((f"image {i}: {x['mismatch']}" for i, x in sorted(records.items(), key=lambda kv: int(kv[0]))
+                  if x["mismatch"]), None)
+    return {**{k: context[k] for k in ("model", "flow", "spec", "tiles", "lanes", "neurons", "program_writes",
+                                       "ann_energy_uj")},
+            "images": len(r), "mismatched_images": sum(x["mismatch"] is not None for x in r),
+            "images_with_errors": sum(bool(x["errors"]) for x in r), "first_mismatch": first,
+            "qann_accuracy": acc("qann"), "snn_accuracy": acc("snn"), "rtl_accuracy": acc("rtl"),
+            "cycles_mean": float(cycles.mean()), "cycles_max": int(cycles.max()),
+            "busiest_tile_bound_mean": float(busiest.mean()), "balanced_bound_mean": float(balanced.mean()),
+            "ratio_to_busiest": float((cycles / busiest).mean()), "ratio_to_balanced": float((cycles / balanced).mean()),
+            "steps_mean": float(col("steps").mean()), "busiest_measured_share": float(col("busy_share").mean()),
+            "busiest_measured_layer": max(set(layers), key=layers.count),
+            "energy_uj_mean": float(col("energy_pj").mean()) / 1e6, **speed}
 
 
 def placed_fmax(spec: dict) -> tuple[float | None, str]:
@@ -132,7 +156,7 @@ def placed_fmax(spec: dict) -> tuple[float | None, str]:
     return None, ""
 
 
-def _md(rows: list[dict], seconds: float) -> str:
+def _md(rows: list[dict]) -> str:
     lines = ["# Whole networks on the generated accelerator (Verilator)", "",
              f"Generated by `python benchmarks/accelerator.py` (rows may come from separate runs: `--network NAME "
              "--record`; the images column says how many of the 360 test images each row ran). Each image runs on "
@@ -140,7 +164,8 @@ def _md(rows: list[dict], seconds: float) -> str:
              "with the golden model `run_snn(..., timing=\"layer\")` step by step, the outputs with the integer "
              "QANN, and every error counter must stay 0. Cycles: the accelerator's `run_cycles` counter. Bounds per "
              "image: busiest tile = max over tiles of accumulate beats + sweeps (the program's lane groups per step; "
-             "a recurrent tile: its buffer writes, replayed words and windows); balanced = their sum / tiles.", "",
+             "a recurrent tile: its buffer writes, replayed words and windows); balanced = their sum / tiles. "
+             "Verilator cycles/s: per simulator process (images/s: all processes together).", "",
              "| network | tiles x lanes | mismatched / images | errors | accuracy RTL / SNN / QANN | cycles mean / max | "
              "bound busiest / balanced | cycles / bound | steps | energy SNN / ANN (uJ) | Verilator cycles/s | "
              "images/s | us / inference at Fmax |",
@@ -160,7 +185,8 @@ def _md(rows: list[dict], seconds: float) -> str:
             f"{r['busiest_tile_bound_mean']:.0f} / {r['balanced_bound_mean']:.0f} | {r['ratio_to_busiest']:.2f}x / "
             f"{r['ratio_to_balanced']:.2f}x | {r['steps_mean']:.1f} | {r['energy_uj_mean']:.3f} / {r['ann_energy_uj']:.3f} | "
             f"{r['verilator_cycles_per_s']:.0f} | "
-            f"{r['verilator_images_per_s']:.3g} | {at_fmax} |")
+            f"{r['verilator_images_per_s']:.3g}{' (%d processes)' % r['workers'] if r.get('workers', 1) > 1 else ''} | "
+            f"{at_fmax} |")
     lines += ["", "Measured busiest tile (`busy_cycles` counters: cycles of the run a tile was not idle), mean share "
               "of the run and the layer it most often was: " + "; ".join(
                   f"{r['model']}: {100 * r['busiest_measured_share']:.0f} % ({r['busiest_measured_layer']})"
@@ -180,28 +206,48 @@ def _md(rows: list[dict], seconds: float) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=None, help="first N test images (default: all 360)")
+    ap.add_argument("--images", type=int, default=None, help="N test images (default: all 360)")
+    ap.add_argument("--first", type=int, default=0, help="the first test image to run (with --images: a chunk)")
     ap.add_argument("--network", choices=sorted(NETWORKS), action="append",
                     help="networks to run (default: all); repeatable")
     ap.add_argument("--record", action="store_true",
                     help="write the rows even for a partial run (they replace the same networks' rows)")
+    ap.add_argument("--accumulate", action="store_true",
+                    help="keep the per-image records of earlier runs of the same design and program "
+                         "(docs/results/accelerator_images.json) and report the row over all of them: the whole "
+                         "split in chunks, e.g. --first 0 --images 120, then --first 120 ...")
     ap.add_argument("--speed-images", type=int, default=360, help="images of the unlogged speed pass")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="simulator processes running the images in parallel (one per core)")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    rows = [dict(measure(m, args.images, speed_images=args.speed_images),
-                 seconds=None) for m in (args.network or NETWORKS)]
-    seconds = time.perf_counter() - t0
-    for r in rows:
-        r["seconds"] = seconds / len(rows)
-    if args.images is None or args.record:
+    store_path = OUT / "accelerator_images.json"
+    store = json.loads(store_path.read_text()) if store_path.exists() else {}
+    rows = []
+    for m in args.network or NETWORKS:
+        records, speed, context = run_images(m, args.first, args.images, speed_images=args.speed_images,
+                                             workers=args.workers)
+        kept = store.get(m, {})
+        if args.accumulate and kept.get("key") == context["key"]:
+            records = {**kept["records"], **records}
+        elif args.accumulate and kept:
+            print(f"{m}: the stored records are of another design or program ({kept.get('key')}); starting afresh")
+        store[m] = {"key": context["key"], "records": records}
+        rows.append(aggregate(records, speed, context))
+        r = rows[-1]
+        print(f"{m}: {r['images']} images, {r['mismatched_images']} mismatched, RTL {r['rtl_accuracy']:.4f} == SNN "
+              f"{r['snn_accuracy']:.4f} == QANN {r['qann_accuracy']:.4f}; {r['cycles_mean']:.0f} cycles/image, "
+              f"{r['ratio_to_busiest']:.2f}x busiest")
+    whole = args.images is None and args.first == 0
+    if whole or args.record or args.accumulate:
         OUT.mkdir(parents=True, exist_ok=True)
+        store_path.write_text(json.dumps(store, indent=0))
         path = OUT / "accelerator.json"
         old = json.loads(path.read_text())["rows"] if path.exists() else []
         keep = [r for r in old if r["model"] not in {n["model"] for n in rows}]
         merged = sorted(keep + rows, key=lambda r: list(NETWORKS).index(r["model"]))
         path.write_text(json.dumps({"rows": merged}, indent=1))
-        (OUT / "accelerator.md").write_text(_md(merged, seconds))
-    print(_md(rows, seconds))
+        (OUT / "accelerator.md").write_text(_md(merged))
+    print(_md(rows))
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def test_fanout_over_the_limit_names_the_layer(qcnn):
 def test_qcnn_on_verilator_equals_the_golden_model_layer_by_layer(qcnn):
     images = build_images(qcnn, compile_network(qcnn, api.fit_spec(qcnn)))     # the CLI's default accelerator
     x, counts = _inputs(qcnn, 3)
-    runs = run_accelerator(images, counts, max_steps=64, idle=0.2, backpressure=0.3, seed=3)
+    runs = run_accelerator(images, counts, max_steps=64, idle=0.2, backpressure=0.3, seed=3, workers=2)
+    assert len(runs) == 3                       # two simulator processes: images 0-1 and 2, in order
     _check(qcnn, images, runs, x)
 
 
