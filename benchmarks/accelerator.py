@@ -64,9 +64,8 @@ def design_key(images) -> str:
     Verilog and the tools) and the program."""
     import hashlib
 
-    from spikeforge.hw.accelerator import Accelerator
-    from spikeforge.sim.verilator import build
-    design = build(Accelerator(images.fmt), "spikeforge_accelerator", skid=True)
+    from spikeforge.sim.network import accelerator_design
+    design = accelerator_design(images.fmt)
     program = hashlib.sha256(repr(images.writes().tolist()).encode()).hexdigest()[:16]
     return f"{design.directory.name}/{program}"
 

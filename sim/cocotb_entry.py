@@ -66,15 +66,12 @@ async def _accelerator_run(dut, job):
     """A whole network on the generated accelerator (:func:`spikeforge.sim.network.run_accelerator`)."""
     import pickle
 
-    from ..hw.accelerator import Accelerator
     from .network import drive_accelerator
-    accel = Accelerator.from_config(job["config"])
-    accel._MustUse__silence = True              # only its port layouts are used here
     with open(job["file"], "rb") as f:
         d = pickle.load(f)
     bench = CocotbBench(dut)
     await bench.reset()
-    runs = await drive_accelerator(bench, accel, d["images"], d["inputs"], max_steps=d["max_steps"], idle=d["idle"],
+    runs = await drive_accelerator(bench, d["images"], d["inputs"], max_steps=d["max_steps"], idle=d["idle"],
                                    backpressure=d["backpressure"], seed=d["seed"], log=d["log"])
     with open(job["observed"], "wb") as f:
         pickle.dump(runs, f)

@@ -21,7 +21,8 @@ from ..sw.accelerator import ACTIVITY_COUNTERS, NETWORK_COUNTERS, TILE_COUNTERS,
 from ..sw.compile.images import Images, host_commands
 from .bench import Bench, SimulationTimeout, StreamSink, StreamSource, check_stall_probability, clock
 
-__all__ = ["SampleRun", "drive_accelerator", "compare_layers", "LayerMismatch"]
+__all__ = ["SampleRun", "drive_accelerator", "compare_layers", "LayerMismatch", "run_accelerator", "accelerator_design",
+           "run_costs", "RunCosts", "outputs_of"]
 
 
 @dataclass
@@ -56,24 +57,25 @@ def _command(fmt, c: dict) -> dict:
             "addr": int(c.get("addr", 0)), "data": int(c.get("data", 0)) & ((1 << fmt.data_bits) - 1)}
 
 
-async def drive_accelerator(bench: Bench, accel, images: Images, inputs, *, max_steps: int = 256,
+async def drive_accelerator(bench: Bench, images: Images, inputs, *, max_steps: int = 256,
                             idle: float = 0.0, backpressure: float = 0.0, seed: int = 0,
                             load: bool = True, log: bool = True, max_cycles: int = 50_000_000) -> list[SampleRun]:
-    """Load ``images`` (unless ``load=False``) and run every sample of ``inputs`` (input counts
-    ``[B, size]``); see the module docstring. ``log=False`` leaves spike logging off (outputs and
-    counters only: much less traffic to the host)."""
+    """Load ``images`` (unless ``load=False``) into the accelerator of ``images.fmt`` on ``bench`` and run
+    every sample of ``inputs`` (input counts ``[B, size]``); see the module docstring. ``log=False`` leaves
+    spike logging off (outputs and counters only: much less traffic to the host)."""
+    from ..hw.accelerator import command_layout, response_layout
     check_stall_probability("idle", idle)
     check_stall_probability("backpressure", backpressure)
     fmt = images.fmt
     rng = random.Random(seed)
-    src = StreamSource(bench, "commands", accel.commands.payload.shape(), idle=idle, rng=random.Random(rng.random()))
+    src = StreamSource(bench, "commands", command_layout(fmt), idle=idle, rng=random.Random(rng.random()))
     got: list[dict] = []
     kinds: dict[int, int] = {}
 
     def receive(beat):
         got.append(beat)
         kinds[beat["kind"]] = kinds.get(beat["kind"], 0) + 1
-    sink = StreamSink(bench, "responses", accel.responses.payload.shape(), backpressure=backpressure,
+    sink = StreamSink(bench, "responses", response_layout(fmt), backpressure=backpressure,
                       rng=random.Random(rng.random()), on_receive=receive)
     drivers = [src, sink]
     if load:
@@ -196,6 +198,23 @@ def compare_layers(images: Images, run: SampleRun, golden_traces: dict, golden_o
     return first
 
 
+_DESIGNS: dict = {}
+
+
+def accelerator_design(fmt):
+    """The Verilator build of the accelerator of ``fmt`` (built once and cached on disk; remembered for
+    the process too, since converting a large accelerator to Verilog takes minutes)."""
+    import json
+
+    from ..hw.accelerator import Accelerator
+    from .verilator import build
+    key = json.dumps(fmt.to_dict(), sort_keys=True)
+    if key not in _DESIGNS:
+        accel = Accelerator(fmt)
+        _DESIGNS[key] = build(accel, accel.verilog_name, skid=True)
+    return _DESIGNS[key]
+
+
 def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max_steps: int = 256,
                     idle: float = 0.0, backpressure: float = 0.0, seed: int = 0, log: bool = True,
                     workers: int = 1) -> list[SampleRun]:
@@ -216,20 +235,19 @@ def run_accelerator(images: Images, inputs, *, simulator: str = "verilator", max
     check_stall_probability("backpressure", backpressure)
     check_int("workers", workers, minimum=1, maximum=256)
     inputs = np.asarray(inputs, dtype=np.int64)
-    accel = Accelerator(images.fmt)
     if simulator == "amaranth":
         from .amaranth_sim import run_amaranth
-        return run_amaranth(accel, lambda bench: drive_accelerator(bench, accel, images, inputs, max_steps=max_steps,
+        return run_amaranth(Accelerator(images.fmt), lambda bench: drive_accelerator(bench, images, inputs, max_steps=max_steps,
                                                                    idle=idle, backpressure=backpressure, seed=seed,
                                                                    log=log))
     if simulator != "verilator":
         raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
-    from .verilator import build, run_job
-    design = build(accel, accel.verilog_name, skid=True)
+    from .verilator import run_job
+    design = accelerator_design(images.fmt)
     work = Path(tempfile.mkdtemp(prefix="sf-accelerator-"))
 
     def run_chunk(i: int, chunk: np.ndarray) -> list[SampleRun]:
-        job = {"kind": "accelerator_run", "config": accel.config(), "file": str(work / f"job{i}.pkl"),
+        job = {"kind": "accelerator_run", "config": {"fmt": images.fmt.to_dict()}, "file": str(work / f"job{i}.pkl"),
                "observed": str(work / f"runs{i}.pkl")}
         with open(job["file"], "wb") as f:
             pickle.dump({"images": images, "inputs": chunk, "max_steps": max_steps, "idle": idle,
