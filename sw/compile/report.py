@@ -5,8 +5,10 @@ Cycle model (an estimate, documented so the RTL can be held to it): a neuron-til
 cycle per ACCUMULATE beat — every input event reads ``ceil(cols / lanes)`` weight words — plus one
 sweep of ``ceil(neurons / lanes)`` cycles per step; a unit slice one cycle per input event plus a
 sweep per step; a matmul slice one cycle per column it holds for every input event (the other
-operand's trace row is read out), plus a sweep per step; an rnn slice also takes its own
-spikes back in (the recurrent term). Input events per slice come from the
+operand's trace row is read out), plus a sweep per step; an rnn slice (a recurrent program) writes
+every input event into its buffer (one cycle each, its own spikes of elements 0..K-2 included: the
+recurrent term, a link of the plan) and replays at most ``min(events, K x fan-in)`` buffered words at
+its window starts, ``ceil(cols / lanes)`` beats each. Input events per slice come from the
 run's events per producing node (spikes, graded events) times the routing entries of the link divided
 by the producer's outputs (the mean fan-out). Tiles run in parallel: ``busiest_tile_cycles`` bounds
 any schedule from below, ``balanced_cycles`` is the total work spread perfectly over the tiles used.
@@ -73,10 +75,13 @@ def report(plan: Plan, net, run) -> PlanReport:
         L = layers[sl.layer]
         cols = sl.col1 - sl.col0
         ev = into.get(L.name, 0.0) * sl.neurons / L.neurons       # events spread evenly over the layer
-        if L.op == "rnn":             # the recurrent term: every spike of the layer feeds all H neurons
-            ev += events.get(L.name, 0.0)
-        per_event = {"neuron": math.ceil(cols / P), "unit": 1, "matmul": cols}[L.kind]
-        cycles = ev * per_event + steps * math.ceil(sl.neurons / P)
+        if L.op == "rnn":             # every slice takes every input and recurrent event into its buffer
+            ev = into.get(L.name, 0.0)
+            words = min(ev, net[L.name].shape[0] * L.fan_in)
+            cycles = ev + words * math.ceil(cols / P) + steps * math.ceil(sl.neurons / P)
+        else:
+            per_event = {"neuron": math.ceil(cols / P), "unit": 1, "matmul": cols}[L.kind]
+            cycles = ev * per_event + steps * math.ceil(sl.neurons / P)
         syn += ev * (cols if L.kind != "unit" else 1)
         rows.append(dict(u, events_in=ev, cycles=cycles))
     total_events = sum(events.get(L.name, 0.0) for L in plan.layers) + events.get(net.input.name, 0.0)
