@@ -27,6 +27,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .blocks import register_block
 from ..sw.accelerator import NETWORK_COUNTERS, TILE_COUNTERS, AcceleratorFormat, CmdOp, RespKind
 from .arith import popcount, saturating_increment
 from .events import EventOp, event_layout
@@ -52,6 +53,7 @@ def response_layout(fmt: AcceleratorFormat) -> data.StructLayout:
                               "step": fmt.step_bits, "data": signed(fmt.data_bits)})
 
 
+@register_block("accelerator")
 class Accelerator(wiring.Component):
     """The accelerator of ``fmt`` (:class:`~spikeforge.sw.accelerator.AcceleratorFormat`).
 

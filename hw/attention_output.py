@@ -34,6 +34,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .blocks import register_block
 from ..sw.attention import SpikedHeadFormat
 from ..sw.fixed import check_int
 from .arith import const_mul, count_later, index_width, saturate, saturating_increment
@@ -57,6 +58,7 @@ class _Slot(enum.Enum, shape=3):
     CLEAR = 4
 
 
+@register_block("attention_output")
 class AttentionOutput(wiring.Component):
     """A·V accumulators, normaliser and divider of one head (``fmt.rows x fmt.dim_v`` outputs).
 

@@ -26,6 +26,7 @@ from ..sw.program import ConfigFormat, TileMemory
 from .arith import saturating_increment
 from .events import EventOp
 from .neuron_core import CoreOp
+from .blocks import register_block
 from .neuron_tile import CoreTile, serialise_spikes
 
 __all__ = ["MatmulTile", "matmul_config_format"]
@@ -36,9 +37,12 @@ def matmul_config_format(fmt, model: NeuronModel) -> ConfigFormat:
     return fmt.config_format(model)
 
 
+@register_block("matmul_tile")
 class MatmulTile(CoreTile):
     """One matmul tile of hardware ``fmt`` (:class:`~spikeforge.sw.matmul_tile.MatmulTileFormat`) with quant
     neurons of ``model``'s kind and widths. Members as :class:`~spikeforge.hw.neuron_tile.NeuronTile`."""
+
+    format_type, program_type = MatmulTileFormat, MatmulProgram
 
     def __init__(self, fmt: MatmulTileFormat, model: NeuronModel, *, program: MatmulProgram | None = None,
                  counter_width: int = 32, config_format: ConfigFormat | None = None):

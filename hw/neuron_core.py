@@ -33,6 +33,7 @@ from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .blocks import register_block
 from ..sw.fixed import check_int
 from ..sw.neurons import NeuronModel, model_from_dict
 from .arith import index_width, popcount, saturating_increment
@@ -59,6 +60,7 @@ class _Op(enum.Enum, shape=3):
     END_CLEAR = 6
 
 
+@register_block("neuron_core")
 class NeuronCore(wiring.Component):
     """Neuron core with ``neurons`` virtual neurons of ``model`` on ``lanes`` update lanes.
 

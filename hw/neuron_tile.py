@@ -30,6 +30,7 @@ from ..sw.neuron_tile import MAX_WINDOW, NeuronTileFormat, TileProgram
 from ..sw.neurons import NeuronModel
 from ..sw.program import MEMORY_BITS, TILE_REGISTERS, ConfigFormat, TileMemory
 from .arith import index_width, popcount, saturating_increment
+from .blocks import register_block
 from .events import EventOp, event_signature
 from .neuron_core import CoreOp, NeuronCore
 from .neuron_rules import lane_rule
@@ -115,6 +116,20 @@ class CoreTile(wiring.Component):
             "rejected": Out(counter_width), "product_overflows": Out(counter_width),
             "overflows": Out(counter_width), "idle": Out(1), **(extra or {})})
 
+    def config(self) -> dict:
+        """JSON-ready: the tile's format, neuron model, program (if any), counter width, write format."""
+        return {"fmt": vars(self.fmt), "model": self.model.to_dict(),
+                "program": None if self.program is None else self.program.to_dict(),
+                "counter_width": self.counter_width, "config_format": vars(self.config_format)}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        from ..sw.neurons import model_from_dict
+        prog = config.get("program")
+        return cls(cls.format_type(**config["fmt"]), model_from_dict(config["model"]),
+                   program=None if prog is None else cls.program_type.from_dict(prog),
+                   counter_width=config["counter_width"], config_format=ConfigFormat(**config["config_format"]))
+
     def _core(self, m: Module, regs0: dict):
         """Add the core; return ``(core, own_rejected, theta, s_min, s_max)``: the tile's own rejected-event
         counter (added to the core's in ``rejected``) and the neuron-parameter registers (reset values
@@ -175,6 +190,7 @@ def tile_config_format(fmt: NeuronTileFormat, model: NeuronModel) -> ConfigForma
                                                 index_width(MAX_WINDOW + 1) if fmt.buffer_words else 1))
 
 
+@register_block("neuron_tile")
 class NeuronTile(CoreTile):
     """One neuron tile of hardware ``fmt`` (:class:`~spikeforge.sw.neuron_tile.NeuronTileFormat`) with
     neurons of ``model``'s kind and widths (ST-BIF or BIF: ``theta`` and the tracer bounds come from the
@@ -192,6 +208,8 @@ class NeuronTile(CoreTile):
     pending : ``Out(1)`` — a recurrent program has windows left to run (the network is not done even in
         a step without spikes); 0 without an input buffer (``fmt.buffer_words == 0``)
     """
+
+    format_type, program_type = NeuronTileFormat, TileProgram
 
     def __init__(self, fmt: NeuronTileFormat, model: NeuronModel, weights=None, *, program: TileProgram | None = None,
                  counter_width: int = 32, config_format: ConfigFormat | None = None):
@@ -214,23 +232,6 @@ class NeuronTile(CoreTile):
     @property
     def verilog_name(self) -> str:
         return f"neuron_tile_{self.model.kind}"
-
-    def config(self) -> dict:
-        p = self.program
-        prog = None if p is None else {
-            "tokens": p.tokens, "cols": p.cols, "fan_in": p.fan_in, "weights": p.weights.tolist(),
-            "bias": None if p.bias is None else p.bias.tolist(), "theta": p.theta, "s_min": p.s_min,
-            "s_max": p.s_max, "readout": p.readout, "window": p.window, "elements": p.elements}
-        return {"fmt": vars(self.fmt), "model": self.model.to_dict(), "program": prog,
-                "counter_width": self.counter_width, "config_format": vars(self.config_format)}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "NeuronTile":
-        from ..sw.neurons import model_from_dict
-        prog = config.get("program")
-        return cls(NeuronTileFormat(**config["fmt"]), model_from_dict(config["model"]),
-                   program=None if prog is None else TileProgram(**prog), counter_width=config["counter_width"],
-                   config_format=ConfigFormat(**config["config_format"]))
 
     def elaborate(self, platform):
         m = Module()

@@ -33,6 +33,7 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .blocks import register_block
 from ..sw.attention import SpikedHeadFormat
 from ..sw.attention.events import HEAD_COUNTERS
 from ..sw.fixed import check_int
@@ -61,6 +62,7 @@ class HeadTensor(enum.Enum, shape=2):
     V = 2
 
 
+@register_block("spiked_head")
 class SpikedHead(wiring.Component):
     """One spiking attention head (``fmt.rows`` queries, ``fmt.keys`` keys, head dims ``fmt.dim`` and
     ``fmt.dim_v``).

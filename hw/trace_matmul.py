@@ -32,6 +32,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .blocks import register_block
 from ..sw.attention import TraceFormat
 from ..sw.fixed import check_int
 from .arith import const_mul, index_width, saturate, saturating_increment
@@ -61,6 +62,7 @@ class _Slot(enum.Enum, shape=3):
     CLEAR = 4
 
 
+@register_block("trace_matmul")
 class TraceMatmul(wiring.Component):
     """Trace-driven matmul engine with its two trace memories.
 

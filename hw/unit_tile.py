@@ -40,6 +40,7 @@ from ..sw.units import OUT_FRAC_BITS, SOFTMAX_FRAC_BITS, SQRT_FRAC_BITS
 from .arith import saturating_increment
 from .events import EventOp
 from .neuron_core import CoreOp
+from .blocks import register_block
 from .neuron_tile import CoreTile, serialise_spikes
 
 __all__ = ["UnitTile", "unit_config_format"]
@@ -50,6 +51,7 @@ def unit_config_format(fmt, model: NeuronModel) -> ConfigFormat:
     return fmt.config_format(model)
 
 
+@register_block("unit_tile")
 class UnitTile(CoreTile):
     """One unit tile of hardware ``fmt`` (:class:`~spikeforge.sw.unit_tile.UnitTileFormat`) with quant
     neurons of ``model``'s kind and widths (ST-BIF; parameters from the program). Starts from ``program``
@@ -58,6 +60,8 @@ class UnitTile(CoreTile):
     Members: as :class:`~spikeforge.hw.neuron_tile.NeuronTile` (``inputs``, ``outputs``, ``readback``,
     ``writes``, ``rejected``, ``product_overflows`` (saturated totals), ``overflows``, ``idle``).
     """
+
+    format_type, program_type = UnitTileFormat, UnitProgram
 
     def __init__(self, fmt: UnitTileFormat, model: NeuronModel, *, program: UnitProgram | None = None,
                  counter_width: int = 32, config_format: ConfigFormat | None = None):

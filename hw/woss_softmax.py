@@ -27,6 +27,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .blocks import register_block
 from ..sw.attention import WossFormat
 from ..sw.fixed import check_int
 from .arith import const_mul, count_later, index_width, saturate, saturating_increment
@@ -51,6 +52,7 @@ class _Slot(enum.Enum, shape=3):
     CLEAR = 5
 
 
+@register_block("woss_softmax")
 class WossSoftmax(wiring.Component):
     """WOSS softmax neurons for ``rows`` attention rows of ``keys`` keys.
 

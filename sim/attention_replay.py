@@ -192,7 +192,8 @@ class BlockCheck:
     backpressure: float
 
 
-_REPLAYS = {"trace_matmul": (lambda cfg: TraceMatmul.from_config(cfg), replay_matmul)}
+#: block kind (spikeforge.hw.blocks) -> its replay coroutine
+_REPLAYS = {"trace_matmul": replay_matmul}
 
 
 def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilator", idle: float = 0.3,
@@ -207,7 +208,7 @@ def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilato
     kind = goldens[0].meta["block"] if goldens else None
     if kind not in _REPLAYS:
         raise ValueError(f"no replay for block {kind!r}; known: {sorted(_REPLAYS)}")
-    _, replay = _REPLAYS[kind]
+    replay = _REPLAYS[kind]
     results = []
     if simulator == "amaranth":
         from .amaranth_sim import run_amaranth
@@ -228,8 +229,9 @@ def verify_block(block, goldens: list[SpikeTrace], *, simulator: str = "verilato
 
 async def replay_block(bench: Bench, kind: str, config: dict, golden: SpikeTrace, **kw) -> ReplayStats:
     """Rebuild block ``kind`` from ``config`` and replay ``golden`` (used inside the cocotb process)."""
-    make, replay = _REPLAYS[kind]
-    block = make(config)
+    from ..hw.blocks import block_from_config
+    replay = _REPLAYS[kind]
+    block = block_from_config(kind, config)
     block._MustUse__silence = True     # only its layouts are needed here; the DUT is the Verilated design
     return await replay(bench, block, golden, **kw)
 
@@ -288,12 +290,7 @@ async def replay_woss(bench: Bench, block, golden: SpikeTrace, *, idle: float = 
         max_cycles=10_000 + 4 * len(beats) * block.rows * block.keys, what="WOSS replay")
 
 
-def _woss_from_config(cfg):
-    from ..hw.woss_softmax import WossSoftmax
-    return WossSoftmax.from_config(cfg)
-
-
-_REPLAYS["woss_softmax"] = (_woss_from_config, replay_woss)
+_REPLAYS["woss_softmax"] = replay_woss
 __all__ += ["woss_golden", "random_woss_events", "replay_woss"]
 
 
@@ -351,12 +348,7 @@ async def replay_output(bench: Bench, block, golden: SpikeTrace, *, idle: float 
         what="A·V output replay")
 
 
-def _output_from_config(cfg):
-    from ..hw.attention_output import AttentionOutput
-    return AttentionOutput.from_config(cfg)
-
-
-_REPLAYS["attention_output"] = (_output_from_config, replay_output)
+_REPLAYS["attention_output"] = replay_output
 __all__ += ["output_golden", "random_output_events", "replay_output"]
 
 
@@ -439,10 +431,5 @@ async def replay_head(bench: Bench, head, golden: SpikeTrace, *, idle: float = 0
         what="spiked head replay")
 
 
-def _head_from_config(cfg):
-    from ..hw.spiked_head import SpikedHead
-    return SpikedHead.from_config(cfg)
-
-
-_REPLAYS["spiked_head"] = (_head_from_config, replay_head)
+_REPLAYS["spiked_head"] = replay_head
 __all__ += ["head_events", "head_golden", "replay_head"]

@@ -55,10 +55,12 @@ async def _attention_block_replay(dut, job):
                                                                           **_stalls(r)))
 
 
-async def _neuron_tile_replay(dut, job):
-    from ..hw.neuron_tile import NeuronTile
+async def _tile_replay(dut, job):
+    """A neuron, matmul or unit tile (``job["block"]``: its kind in :mod:`spikeforge.hw.blocks`)."""
+    from ..hw.blocks import block_from_config
     from .tile_replay import replay_tile
-    tile = NeuronTile.from_config(job["config"])
+    tile = block_from_config(job["block"], job["config"])
+    tile._MustUse__silence = True            # the DUT is the Verilated design; this one gives layouts and golden
     return await _replays(dut, job, lambda bench, golden, r: replay_tile(bench, tile, golden, **_stalls(r)))
 
 
@@ -90,7 +92,7 @@ async def _smoke(dut, job):
 
 
 _KINDS = {"neuron_core_replay": _neuron_core_replay, "attention_block_replay": _attention_block_replay,
-          "neuron_tile_replay": _neuron_tile_replay, "accelerator_run": _accelerator_run, "smoke": _smoke}
+          "tile_replay": _tile_replay, "accelerator_run": _accelerator_run, "smoke": _smoke}
 
 
 @cocotb.test()

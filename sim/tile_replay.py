@@ -209,6 +209,6 @@ def verify_tile(tile: NeuronTile, goldens: list[SpikeTrace], *, simulator: str =
     if simulator != "verilator":
         raise ValueError(f"simulator={simulator!r}: use 'verilator' or 'amaranth'")
     from .verilator import run_replays
-    runs = run_replays(tile, {"kind": "neuron_tile_replay", "config": tile.config()}, goldens, idle=idle,
+    runs = run_replays(tile, {"kind": "tile_replay", "block": tile.block_kind, "config": tile.config()}, goldens, idle=idle,
                        backpressure=backpressure, seed=seed)
     return [(g, obs, diff_traces(g, obs), a["cycles"]) for g, (obs, a) in zip(goldens, runs)]

@@ -157,7 +157,24 @@ class NeuronTileFormat:
 
 class NeuronParams:
     """The ST-BIF parameters ``theta``, ``s_min``, ``s_max`` a tile program sets on its core (every tile
-    kind's program has them): checked against the tile's model and applied to it."""
+    kind's program has them): checked against the tile's model and applied to it. Every tile program
+    (a dataclass) also round-trips through a JSON-ready dict: :meth:`to_dict` / :meth:`from_dict`."""
+
+    def to_dict(self) -> dict:
+        """The program's fields, arrays as nested lists (nested dataclasses as dicts)."""
+        from dataclasses import fields, is_dataclass
+
+        def plain(v):
+            if isinstance(v, np.ndarray):
+                return v.tolist()
+            if is_dataclass(v):
+                return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+            return v
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return cls(**d)
 
     def check_neuron_params(self, model) -> None:
         if self.theta >= 1 << (model.v_width - 1):

@@ -147,6 +147,14 @@ class UnitProgram(NeuronParams):
             raise ValueError(f"LayerNorm gains/offsets have {len(k.gain)}/{len(k.offset)} entries, the row "
                              f"has {self.width}")
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "UnitProgram":
+        k = dict(d["constants"])
+        for name in ("exp_table", "gain", "offset"):
+            if k.get(name) is not None:
+                k[name] = np.asarray(k[name], dtype=np.int64)
+        return cls(**{**d, "constants": UnitConstants(**k)})
+
     def groups(self, lanes: int) -> int:
         return -(-self.width // lanes)
 

@@ -1,4 +1,5 @@
-"""The unit (softmax / LayerNorm) and matmul tiles against their event-level models, under random stalls."""
+"""The unit (softmax / LayerNorm) and matmul tiles against their event-level models, under random stalls
+(Amaranth simulator and Verilator)."""
 
 import numpy as np
 import pytest
@@ -55,13 +56,24 @@ def _unit_inputs(fmt, rows, width, seed, events=120, steps=8, values=(-3, -2, -1
 def test_unit_tile_equals_its_model_with_stalls(op, values, backpressure):
     """Large totals included: the square root's partial result spans the whole radicand (a root register
     only as wide as the final root lost its high bits once totals reached about 20 in a 32-wide row)."""
+    _check_unit(op, values, backpressure, "amaranth")
+
+
+def _check_unit(op, values, backpressure, simulator):
     tile, fmt = _unit_tile(op)
     extra = {} if values is None else {"values": values}
     golden = tile_golden(tile, _unit_inputs(fmt, 3, UNITS[op].shape[1], seed=1, events=300, **extra), 10)
     assert len(golden.spikes) > 20 and golden.counters["rejected"] == 2
-    for _, observed, diff, _ in verify_tile(tile, [golden], idle=0.3, backpressure=backpressure, seed=4):
+    for _, observed, diff, _ in verify_tile(tile, [golden], simulator=simulator, idle=0.3, backpressure=backpressure,
+                                            seed=4):
         assert diff.equal, str(diff)
         assert observed.counters == golden.counters
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("op", ["softmax", "layernorm"])
+def test_unit_tile_on_verilator(op):
+    _check_unit(op, None, 0.5, "verilator")
 
 
 def test_unit_model_evaluates_changed_rows_only_and_its_levels_telescope():
@@ -89,6 +101,36 @@ def test_unit_model_evaluates_changed_rows_only_and_its_levels_telescope():
 
 @pytest.mark.parametrize("graded,backpressure", [(True, 0.3), (False, 0.3), (True, 0.9), (False, 0.9)])
 def test_matmul_tile_equals_its_model_with_stalls(graded, backpressure):
+    _check_matmul(graded, backpressure, "amaranth")
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("graded", [True, False])
+def test_matmul_tile_on_verilator(graded):
+    _check_matmul(graded, 0.5, "verilator")
+
+
+def test_tiles_round_trip_through_the_block_registry():
+    """A tile's config rebuilds the same tile (kind, format, model, program) from the registry: the
+    simulator entry replays any tile kind from (kind, config)."""
+    import json
+
+    from spikeforge.hw.blocks import block_from_config, block_kinds
+    unit, _ = _unit_tile("layernorm")
+    matmul = MatmulTile(MatmulTileFormat(rows=4, inner=3, cols=5, lanes=4, current_width=18),
+                        MODEL, program=MatmulProgram(4, 3, 5, gain=3, graded=True))
+    for tile in (unit, matmul):
+        tile._MustUse__silence = True
+        config = json.loads(json.dumps(tile.config()))
+        again = block_from_config(tile.block_kind, config)
+        again._MustUse__silence = True
+        assert type(again) is type(tile) and again.config() == tile.config()
+    assert {"neuron_tile", "matmul_tile", "unit_tile", "accelerator", "spiked_head"} <= set(block_kinds())
+    with pytest.raises(ValueError, match="unknown block kind 'nope'"):
+        block_from_config("nope", {})
+
+
+def _check_matmul(graded, backpressure, simulator):
     fmt = MatmulTileFormat(rows=8, inner=8, cols=8, lanes=4, current_width=18, value_bits=8, trace_bits=6)
     prog = MatmulProgram(6, 5, 7, gain=1 if graded else 127, graded=graded, theta=300, s_min=-8, s_max=7)
     tile = MatmulTile(fmt, MODEL, program=prog)
@@ -102,7 +144,8 @@ def test_matmul_tile_equals_its_model_with_stalls(graded, backpressure):
     inputs = inputs[np.argsort(inputs[:, 0], kind="stable")]
     golden = tile_golden(tile, inputs, 12)
     assert len(golden.spikes) > 50 and golden.counters["rejected"] == 2
-    for _, observed, diff, _ in verify_tile(tile, [golden], idle=0.3, backpressure=backpressure, seed=5):
+    for _, observed, diff, _ in verify_tile(tile, [golden], simulator=simulator, idle=0.3, backpressure=backpressure,
+                                            seed=5):
         assert diff.equal, str(diff)
         assert observed.counters == golden.counters
 
