@@ -45,7 +45,7 @@ from spikeforge.sw.snn import encode_input, run_qann, run_snn
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
 NETWORKS = {"qcnn": ("crnn", HardwareSpec(neuron_tiles=3, matmul_tiles=0, unit_tiles=0, neurons=512,
-                                          synapse_words=1024, route_words=2048)),
+                                          synapse_words=1024, route_words=2048, buffer_words=0)),
             "qrnn_rows": ("crnn", HardwareSpec(neuron_tiles=2, matmul_tiles=0, unit_tiles=0, neurons=512,
                                                synapse_words=2048, route_words=512, buffer_words=1024)),
             "vit_qann_L16": ("spikezip", None)}            # None: api.fit_spec, the demo's accelerator

@@ -514,14 +514,14 @@ def fit_spec(net, spec=None, *, shrink: bool = True):
         bound = max(max(abs(m.s_min), abs(m.s_max)) for m in models)
         spec = replace(spec, current_width=cw, v_width=vw,
                        tracer_bits=max(spec.tracer_bits, bound.bit_length() + 1))
-    roomy = replace(spec, neuron_tiles=4096, matmul_tiles=4096, unit_tiles=4096)
+    roomy = replace(spec, neuron_tiles=4096, matmul_tiles=4096, unit_tiles=4096, buffer_words=1 << 24)
     plan = compile_network(net, roomy)
     fitted = replace(spec, **{f"{k}_tiles": plan.tiles_used(k) for k in ("neuron", "matmul", "unit")})
     pow2 = lambda n: 1 << max(1, (max(int(n), 1) - 1).bit_length())     # noqa: E731
-    rnns = [n for n in net if n.op == "rnn"]        # a recurrent layer's tiles buffer elements x fan-in values
-    if rnns:
-        need = max(n.shape[0] * (n.inputs[0].index.shape[1] + n.arrays["wh"].shape[1]) for n in rnns)
-        fitted = replace(fitted, buffer_words=max(fitted.buffer_words, pow2(need)))
+    rnns = [L for L in plan.layers if L.op == "rnn"]    # a recurrent layer's tiles buffer elements x fan-in
+    need = max([L.elements * L.fan_in for L in rnns], default=0)
+    if need > fitted.buffer_words:
+        fitted = replace(fitted, buffer_words=pow2(need))
     if not shrink:
         return fitted
     words = {k: max([s.words for s in plan.slices if s.kind == k], default=1) for k in ("neuron", "matmul", "unit")}
@@ -533,7 +533,7 @@ def fit_spec(net, spec=None, *, shrink: bool = True):
                     unit_words=min(spec.unit_words, pow2(words["unit"])),
                     unit_width=min(spec.unit_width, pow2(max([L.cols for L in units], default=1))),
                     exp_words=min(spec.exp_words, pow2(max(tables, default=2))),
-                    route_words=min(spec.route_words, pow2(routes)),
+                    route_words=min(spec.route_words, pow2(routes)), buffer_words=pow2(need) if need else 0,
                     max_fanout=min(spec.max_fanout, pow2(routes)))
     compile_network(net, small)              # the shrunk spec must still hold the same slices
     return small

@@ -8,6 +8,7 @@ import torch
 
 from spikeforge import api
 from spikeforge.sim.network import compare_layers, run_accelerator
+from spikeforge.sw.accelerator import AcceleratorFormat
 from spikeforge.sw.compile import HardwareSpec
 from spikeforge.sw.compile.images import build_images
 from spikeforge.sw.compile.plan import DoesNotFitError, compile_network
@@ -15,7 +16,7 @@ from spikeforge.sw.models.digits import digits_split
 from spikeforge.sw.snn import encode_input, run_qann, run_snn
 
 QCNN_SPEC = HardwareSpec(neuron_tiles=3, matmul_tiles=0, unit_tiles=0, neurons=512, synapse_words=1024,
-                         route_words=2048)
+                         route_words=2048, buffer_words=0)
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +52,19 @@ def test_images_route_every_synapse_once(qcnn):
 
 def test_a_network_the_tiles_cannot_run_is_refused():
     rnn = api.convert("qrnn_rows", "crnn")
-    with pytest.raises(DoesNotFitError, match=r"layer 'rnn' slice on neuron tile 0: the program needs input-buffer "
-                                              r"words \(elements x fan_in; raise buffer_words\) = 576, the tile has 0"):
-        build_images(rnn, compile_network(rnn, HardwareSpec(neuron_tiles=64)))
-    with pytest.raises(DoesNotFitError, match=r"output indices \(elements x cols padded to lanes\) = 512, the tile "
-                                              r"has 256"):
-        build_images(rnn, compile_network(rnn, HardwareSpec(neuron_tiles=64, neurons=256, buffer_words=1024)))
+    with pytest.raises(DoesNotFitError, match=r"layer 'rnn' \(rnn\): 8 elements x fan-in 72 need 576 input-buffer "
+                                              r"words, a neuron tile has 0: raise buffer_words to at least 576"):
+        compile_network(rnn, HardwareSpec(neuron_tiles=64, buffer_words=0))
+    with pytest.raises(DoesNotFitError, match=r"8 elements x 4 columns need 32 output indices, a tile has 16"):
+        compile_network(rnn, HardwareSpec(neuron_tiles=64, neurons=16))
+    narrow = compile_network(rnn, HardwareSpec(neuron_tiles=64, neurons=256))     # 64 hidden -> 2 slices of 32
+    assert [(s.col0, s.col1) for s in narrow.slices if s.layer == "rnn"] == [(0, 32), (32, 64)]
+    images = build_images(rnn, narrow)                        # both slices' spikes loop back to both
+    assert sorted(set(map(int, images.image(0).route[:, 0]))) == [0, 1, 2]
+    with pytest.raises(DoesNotFitError, match=r"the program needs input-buffer words \(elements x fan_in; raise "
+                                              r"buffer_words\) = 576, the tile has 0"):
+        build_images(rnn, narrow, AcceleratorFormat.from_spec(HardwareSpec(neuron_tiles=64, neurons=256,
+                                                                           buffer_words=0)))
     spikes = api.convert("qrnn_rows", "crnn", recurrent="spikes", window=28)
     with pytest.raises(DoesNotFitError, match="convert with recurrent='tracer'"):
         build_images(spikes, compile_network(spikes, HardwareSpec(neuron_tiles=64, buffer_words=1024)))
@@ -122,7 +130,6 @@ def test_simulate_network_command(tmp_path):
 
 
 def test_generate_accelerator_writes_verilog(tmp_path):
-    from spikeforge.sw.compile import HardwareSpec
     paths = api.generate_accelerator(HardwareSpec(neuron_tiles=2, matmul_tiles=0, unit_tiles=0, neurons=64,
                                                   synapse_words=128, route_words=256), tmp_path)
     assert "module spikeforge_accelerator" in paths["verilog"].read_text()

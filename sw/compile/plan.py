@@ -65,6 +65,7 @@ class TileLayer:
     groups: int = 1
     graded: bool = False
     op: str = "linear"
+    elements: int = 1            # an rnn: the sequence elements its neurons run (one window each)
 
     @property
     def neurons(self) -> int:
@@ -172,7 +173,8 @@ def _layer(net: Network, n: Node, front: Node, graded: bool = False) -> TileLaye
 def _rnn_layer(n: Node) -> TileLayer:
     wx, wh = n.arrays["wx"], n.arrays["wh"]
     h = int(wh.shape[0])
-    return TileLayer(n.name, "neuron", n.name, 1, h, int(wx.shape[1]) + h, int(wx.size + wh.size), op="rnn")
+    return TileLayer(n.name, "neuron", n.name, 1, h, int(wx.shape[1]) + h, int(wx.size + wh.size), op="rnn",
+                     elements=int(n.shape[0]))
 
 
 # -- 2. partition ---------------------------------------------------------------------------------------------
@@ -188,6 +190,19 @@ def _partition(layer: TileLayer, spec: HardwareSpec) -> list[tuple[int, int, int
                 f"layer {layer.name!r} ({layer.front}): one slice of {P} output neurons needs {K} synapse words "
                 f"(fan-in {K}), the tile's synapse memory has {spec.synapse_words}: raise synapse_words to at "
                 f"least {K} or split the layer's fan-in in the model")
+        if layer.op == "rnn":           # a recurrent tile buffers every element's inputs and spike counts
+            need = layer.elements * K
+            if need > spec.buffer_words:
+                raise DoesNotFitError(
+                    f"layer {layer.name!r} (rnn): {layer.elements} elements x fan-in {K} need {need} input-buffer "
+                    f"words, a neuron tile has {spec.buffer_words}: raise buffer_words to at least {need}")
+            # each element's spikes leave at their own output indices: elements x columns <= N
+            max_groups = min(max_groups, N // (layer.elements * P))
+            if max_groups < 1:
+                raise DoesNotFitError(
+                    f"layer {layer.name!r} (rnn): {layer.elements} elements x {P} columns need "
+                    f"{layer.elements * P} output indices, a tile has {N}: raise neurons to at least "
+                    f"{layer.elements * P}")
         c = min(math.ceil(layer.cols / P), max_groups) * P
         t = min(layer.rows, N // c, spec.axons // K if K <= spec.axons else 0)
         if t < 1:

@@ -7,8 +7,9 @@ weights, a **matmul tile** the two count-trace memories of a SESA product (``tra
 all), a **unit tile** the accumulators of a softmax/LayerNorm unit (``unit_words`` values). Every tile
 routes its output events through a routing table of ``route_words`` entries (source neuron ->
 destination tile and axon, at most ``max_fanout`` per neuron) and accepts ``axons`` input lines. A
-neuron tile with an input buffer of ``buffer_words`` values (0: none) also runs recurrent layers (crnn
-``rnn``: the buffer holds each sequence element's inputs and the previous element's spike counts).
+neuron tile with an input buffer of ``buffer_words`` values (0: none; ``api.fit_spec`` keeps it only for a
+network with a recurrent layer) also runs recurrent layers (crnn ``rnn``: the buffer holds each
+sequence element's inputs and the previous element's spike counts).
 A unit tile's rows are at most ``unit_width`` values, its input totals ``total_bits`` wide, its exp table
 ``exp_words`` entries, its integer constants ``scale_bits`` and its output levels ``level_bits`` wide; a
 matmul tile's traces are ``trace_bits`` and its gain ``gain_bits`` wide (signed).
@@ -56,7 +57,7 @@ class HardwareSpec:
     level_bits: int = 6
     trace_bits: int = 8
     gain_bits: int = 9
-    buffer_words: int = 0
+    buffer_words: int = 1024
 
     def __post_init__(self):
         for name in ("neuron_tiles", "matmul_tiles", "unit_tiles"):
