@@ -107,12 +107,17 @@ def test_recurrent_images_close_the_loop_through_routes():
 
 
 @pytest.mark.verilator
-def test_qrnn_on_verilator_equals_the_golden_model_layer_by_layer():
+@pytest.mark.parametrize("neurons, images", [(512, 2), (256, 1)])
+def test_qrnn_on_verilator_equals_the_golden_model_layer_by_layer(neurons, images):
+    """One recurrent tile (512 neurons: 8 elements x 64 hidden output indices) or the hidden layer split
+    over two (256 neurons: 32 hidden each, every spike looping back to both)."""
     rnn = api.convert("qrnn_rows", "crnn")
-    images = build_images(rnn, compile_network(rnn, api.fit_spec(rnn, HardwareSpec(neurons=512))))
-    x, counts = _inputs(rnn, 2)
-    runs = run_accelerator(images, counts, max_steps=256, idle=0.2, backpressure=0.3, seed=4)
-    _check(rnn, images, runs, x)
+    plan = compile_network(rnn, api.fit_spec(rnn, HardwareSpec(neurons=neurons)))
+    assert sum(s.layer == "rnn" for s in plan.slices) == 512 // neurons
+    images_ = build_images(rnn, plan)
+    x, counts = _inputs(rnn, images)
+    runs = run_accelerator(images_, counts, max_steps=256, idle=0.2, backpressure=0.3, seed=4)
+    _check(rnn, images_, runs, x)
     assert all(run.steps == 121 for run in runs)           # 8 windows of 15 steps, then one without spikes
 
 
