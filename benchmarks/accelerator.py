@@ -60,14 +60,14 @@ def _setup(model: str):
 
 
 def design_key(images) -> str:
-    """What a stored per-image record depends on: the accelerator's Verilog build (its cache key hashes the
-    Verilog and the tools) and the program."""
+    """What a stored per-image record depends on: the accelerator's Verilog (not the simulator's build
+    flags, which change the speed only) and the program."""
     import hashlib
 
     from spikeforge.sim.network import accelerator_design
-    design = accelerator_design(images.fmt)
+    verilog = hashlib.sha256(accelerator_design(images.fmt).verilog.read_bytes()).hexdigest()[:16]
     program = hashlib.sha256(repr(images.writes().tolist()).encode()).hexdigest()[:16]
-    return f"{design.directory.name}/{program}"
+    return f"verilog {verilog} program {program}"
 
 
 def run_images(model: str, first: int, n: int | None, log=print, speed_images: int = 360, workers: int = 1):
