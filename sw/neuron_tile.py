@@ -393,18 +393,18 @@ def recurrent_core_inputs(fmt: NeuronTileFormat, program: TileProgram, events: n
     buffer = np.zeros(prog.elements * prog.fan_in, np.int64)
     saturated = 0
     order = np.argsort(word, kind="stable")
-    w_sorted, v_sorted = word[order], value[order]
+    w_sorted, v_sorted, s_sorted = word[order], value[order], step[order]
     starts = np.flatnonzero(np.r_[True, w_sorted[1:] != w_sorted[:-1]]) if len(w_sorted) else np.zeros(0, int)
     ends = np.r_[starts[1:], len(w_sorted)]
     for a, b in zip(starts, ends):        # one word at a time, vectorised unless a partial sum saturates
         partial = np.cumsum(v_sorted[a:b])
         if partial.min() >= vlo and partial.max() <= vhi:
-            keep_until = np.searchsorted(step[order][a:b], (w_sorted[a] // prog.fan_in) * prog.window, "right")
+            keep_until = np.searchsorted(s_sorted[a:b], (w_sorted[a] // prog.fan_in) * prog.window, "right")
             buffer[w_sorted[a]] = partial[keep_until - 1] if keep_until else 0
             continue
         acc = 0
         limit = (w_sorted[a] // prog.fan_in) * prog.window
-        for s_, v in zip(step[order][a:b], v_sorted[a:b]):
+        for s_, v in zip(s_sorted[a:b], v_sorted[a:b]):
             total = acc + int(v)
             clipped = min(max(total, vlo), vhi)
             saturated += clipped != total
