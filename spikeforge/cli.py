@@ -13,7 +13,6 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 
 import click
 from click.core import ParameterSource
