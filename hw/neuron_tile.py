@@ -460,9 +460,13 @@ class NeuronTile(CoreTile):
                          saturated.eq(Mux(total > vhi, vhi, Mux(total < vlo, vlo, total)))]
             m.d.sync += [x2_valid.eq(x1_valid), x2_addr.eq(x1_addr), x2_value.eq(x1_value),
                          x2_forward.eq(x1_valid & x2_valid & (x2_addr == x1_addr))]
+            # a saturation is counted one cycle later (registered: the block-RAM read -> add -> compare ->
+            # counter carry chain in one cycle set the recurrent tile's Fmax, 58.9 MHz)
+            saturated_q = Signal()
+            m.d.sync += saturated_q.eq(x2_valid & ((total > vhi) | (total < vlo)))
+            m.d.comb += buffer_saturated.eq(saturated_q)
             with m.If(x2_valid):
-                m.d.comb += [xwr.en.eq(1), xwr.addr.eq(x2_addr), xwr.data.eq(saturated),
-                             buffer_saturated.eq((total > vhi) | (total < vlo))]
+                m.d.comb += [xwr.en.eq(1), xwr.addr.eq(x2_addr), xwr.data.eq(saturated)]
                 m.d.sync += x2_written.eq(saturated)
             with m.If(wiping):
                 m.d.comb += [xwr.en.eq(1), xwr.addr.eq(wipe_addr), xwr.data.eq(0)]
