@@ -59,14 +59,14 @@ def _setup(model: str):
     return flow, net, spec, images
 
 
-def design_key(images) -> str:
+def design_key(images, writes) -> str:
     """What a stored per-image record depends on: the accelerator's Verilog (not the simulator's build
-    flags, which change the speed only) and the program."""
+    flags, which change the speed only) and the program (``writes``: ``images.writes()``)."""
     import hashlib
 
     from spikeforge.sim.network import accelerator_design
     verilog = hashlib.sha256(accelerator_design(images.fmt).verilog.read_bytes()).hexdigest()[:16]
-    program = hashlib.sha256(repr(images.writes().tolist()).encode()).hexdigest()[:16]
+    program = hashlib.sha256(repr(writes.tolist()).encode()).hexdigest()[:16]
     return f"verilog {verilog} program {program}"
 
 
@@ -81,7 +81,6 @@ def run_images(model: str, first: int, n: int | None, log=print, speed_images: i
     y = data.y_test[first:stop]
     counts = encode_input(net, x).numpy()
     qann = run_qann(net, x)
-    snn = run_snn(net, x, timing="layer")
     t0 = time.perf_counter()
     runs = run_accelerator(images, counts, max_steps=256, log=True, workers=workers)
     logged_seconds = time.perf_counter() - t0
@@ -94,7 +93,7 @@ def run_images(model: str, first: int, n: int | None, log=print, speed_images: i
         tile, busy = max(run.busy_cycles.items(), key=lambda kv: kv[1])
         records[str(first + i)] = {
             "mismatch": None if mm is None else str(mm), "errors": {f"{k[0]}.{k[1]}": v for k, v in run.errors.items()},
-            "label": int(y[i]), "rtl": int(outputs_of(images, run).argmax()), "snn": int(snn.output[i].argmax()),
+            "label": int(y[i]), "rtl": int(outputs_of(images, run).argmax()), "snn": int(golden.output[0].argmax()),
             "qann": int(qann.output[i].argmax()), "cycles": run.run_cycles, "steps": run.steps,
             "busiest_bound": costs.busiest_bound, "balanced_bound": costs.balanced_bound, "energy_pj": costs.energy_pj,
             "busy_share": busy / run.run_cycles, "busy_layer": images.image(tile).layer}
@@ -107,9 +106,10 @@ def run_images(model: str, first: int, n: int | None, log=print, speed_images: i
     speed = {"verilator_cycles_per_s": sum(r.cycles for r in quiet_runs) / seconds / workers,
              "verilator_images_per_s": speed_images / seconds, "workers": workers,
              "logged_images_per_s": len(runs) / logged_seconds}
+    writes = images.writes()
     context = {"model": model, "flow": flow, "spec": spec.to_dict(), "tiles": len(images.tiles),
-               "lanes": images.fmt.lanes, "neurons": images.fmt.neurons, "program_writes": len(images.writes()),
-               "ann_energy_uj": mac_ac_energy(ann_macs(net), 0) / 1e6, "key": design_key(images)}
+               "lanes": images.fmt.lanes, "neurons": images.fmt.neurons, "program_writes": len(writes),
+               "ann_energy_uj": mac_ac_energy(ann_macs(net), 0) / 1e6, "key": design_key(images, writes)}
     return records, speed, context
 
 
@@ -143,15 +143,12 @@ def placed_fmax(spec: dict) -> tuple[float | None, str]:
     if not path.exists():
         return None, ""
     rows = [r for r in json.loads(path.read_text())["rows"] if r.get("fmax_mhz")]
+    defaults = HardwareSpec().to_dict()          # a row written before a spec field existed has its default
     counts = ("neuron_tiles", "matmul_tiles", "unit_tiles")
-    fields = [k for k in HardwareSpec().to_dict()]
-    same = lambda r, keys: all(r.get(k, getattr(HardwareSpec(), k)) == spec[k] for k in keys)    # noqa: E731
-    for r in rows:
-        if same(r, fields):
-            return r["fmax_mhz"], r["spec"]
-    for r in rows:
-        if same(r, [k for k in fields if k not in counts]):
-            return r["fmax_mhz"], r["spec"]
+    for keys in (list(defaults), [k for k in defaults if k not in counts]):
+        for r in rows:
+            if all(r.get(k, defaults[k]) == spec[k] for k in keys):
+                return r["fmax_mhz"], r["spec"]
     return None, ""
 
 

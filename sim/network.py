@@ -346,7 +346,6 @@ def run_costs(images: Images, run: SampleRun, counts) -> RunCosts:
         p = im.program
         if im.readout or (im.kind == "matmul" and p.graded):
             continue
-        groups = (p.tokens if im.kind == "neuron" else p.rows) * p.groups(P)
         if im.kind == "neuron" and getattr(p, "window", 0):
             sweeps[i] = p.groups(P) * min(run.steps, p.window * p.elements)
             mine = buffered[buffered[:, 0] == im.tile]             # the words replayed: nonzero sums
@@ -354,7 +353,7 @@ def run_costs(images: Images, run: SampleRun, counts) -> RunCosts:
             replayed = int((np.bincount(inverse, weights=mine[:, 2], minlength=len(axons)) != 0).sum())
             windows = min(p.elements, -(-run.steps // p.window))
             beats[i] += p.groups(P) * (replayed + (windows if p.bias is not None else 0))
-        else:
-            sweeps[i] = groups * run.steps
+        else:                       # the sweep covers the program's lane groups (the core's active groups)
+            sweeps[i] = (p.tokens if im.kind == "neuron" else p.rows) * p.groups(P) * run.steps
     work = beats + sweeps
     return RunCosts(beats, acs, macs, int(work.max()), float(work.sum() / len(work)))

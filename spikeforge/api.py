@@ -518,8 +518,7 @@ def fit_spec(net, spec=None, *, shrink: bool = True):
     plan = compile_network(net, roomy)
     fitted = replace(spec, **{f"{k}_tiles": plan.tiles_used(k) for k in ("neuron", "matmul", "unit")})
     pow2 = lambda n: 1 << max(1, (max(int(n), 1) - 1).bit_length())     # noqa: E731
-    rnns = [L for L in plan.layers if L.op == "rnn"]    # a recurrent layer's tiles buffer elements x fan-in
-    need = max([L.elements * L.fan_in for L in rnns], default=0)
+    need = max(L.buffer_words for L in plan.layers)      # a recurrent layer's tiles buffer elements x fan-in
     if need > fitted.buffer_words:
         fitted = replace(fitted, buffer_words=pow2(need))
     if not shrink:

@@ -196,25 +196,23 @@ def _recurrent_program(net: Network, L, s, fmt: AcceleratorFormat, layer_of: dic
                               "the previous element's spikes summed at the window's start; convert with "
                               "recurrent='tracer' (the default)")
     model = _check_widths(L, node, fmt)
-    elements, inputs = (int(d) for d in node.inputs[0].index.shape)
     bound = max([abs(model.s_min), abs(model.s_max)] +
                 [_bound(net, layer_of, src) for src, _ in _producers(net, node, 0, layer_of)])
     _fits("a buffered input (input count or a window's spike count)", bound, fmt.value_bits, L.name, "value_bits")
     w = np.concatenate([node.arrays["wx"], node.arrays["wh"]], 1)[s.col0:s.col1]
     b = node.arrays.get("bias")
-    prog = TileProgram(1, s.col1 - s.col0, inputs + int(node.arrays["wh"].shape[1]), w,
+    prog = TileProgram(1, s.col1 - s.col0, L.fan_in, w,
                        None if b is None else b[s.col0:s.col1].reshape(1, -1), model.theta, model.s_min, model.s_max,
-                       window=model.window, elements=elements)
+                       window=model.window, elements=L.elements)
     return prog, prog.groups(fmt.lanes) * fmt.lanes
 
 
-def _recurrent_routes(net: Network, L, slices, gtile: dict, widths: dict, fmt: AcceleratorFormat):
+def _recurrent_routes(L, slices, gtile: dict, widths: dict, fmt: AcceleratorFormat):
     """The routes that close a recurrent layer's loop: element ``e``'s spike of hidden neuron ``c`` (on the
     slice that holds ``c``) to every slice's axon ``(e + 1, inputs + c)``, for ``e < elements - 1``;
     ``(source tile, source neuron, destination tile, axon)`` arrays."""
-    node = net[L.name]
-    elements, inputs = (int(d) for d in node.inputs[0].index.shape)
-    e = np.arange(elements - 1)
+    inputs = L.fan_in - L.cols                # fan-in: the element's inputs, then the H hidden neurons
+    e = np.arange(L.elements - 1)
     out = [[], [], [], []]
     for ps in slices:
         c = np.arange(ps.col0, ps.col1)
@@ -300,7 +298,7 @@ def build_images(net: Network, plan: Plan, fmt: AcceleratorFormat | None = None)
                         dst_tile.append(np.full(int(sel.sum()), t)), dst_axon.append(axon[sel])
         if L.op == "rnn":
             for acc, part in zip((src_tile, src_neuron, dst_tile, dst_axon),
-                                 _recurrent_routes(net, L, by_layer[L.name], gtile, widths, fmt)):
+                                 _recurrent_routes(L, by_layer[L.name], gtile, widths, fmt)):
                 acc.extend(part)
     cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)   # noqa: E731
     src_tile, src_neuron, dst_tile, dst_axon = map(cat, (src_tile, src_neuron, dst_tile, dst_axon))

@@ -71,6 +71,12 @@ class TileLayer:
     def neurons(self) -> int:
         return self.rows * self.cols
 
+    @property
+    def buffer_words(self) -> int:
+        """Input-buffer words a slice needs: an rnn's elements x fan-in (each element's inputs and the
+        previous element's spike counts); 0 for every other layer."""
+        return self.elements * self.fan_in if self.op == "rnn" else 0
+
 
 @dataclass(frozen=True)
 class Slice:
@@ -191,11 +197,11 @@ def _partition(layer: TileLayer, spec: HardwareSpec) -> list[tuple[int, int, int
                 f"(fan-in {K}), the tile's synapse memory has {spec.synapse_words}: raise synapse_words to at "
                 f"least {K} or split the layer's fan-in in the model")
         if layer.op == "rnn":           # a recurrent tile buffers every element's inputs and spike counts
-            need = layer.elements * K
-            if need > spec.buffer_words:
+            if layer.buffer_words > spec.buffer_words:
                 raise DoesNotFitError(
-                    f"layer {layer.name!r} (rnn): {layer.elements} elements x fan-in {K} need {need} input-buffer "
-                    f"words, a neuron tile has {spec.buffer_words}: raise buffer_words to at least {need}")
+                    f"layer {layer.name!r} (rnn): {layer.elements} elements x fan-in {K} need {layer.buffer_words} "
+                    f"input-buffer words, a neuron tile has {spec.buffer_words}: raise buffer_words to at least "
+                    f"{layer.buffer_words}")
             # each element's spikes leave at their own output indices: elements x columns <= N
             max_groups = min(max_groups, N // (layer.elements * P))
             if max_groups < 1:
@@ -323,7 +329,7 @@ def _route(net: Network, layers: list[TileLayer], slices: list[Slice], spec: Har
         if L.op == "rnn":                   # the loop: element e's spikes to every slice's axons of e + 1
             loop = 0
             for s in consumers:
-                n = (net[L.name].shape[0] - 1) * (s.col1 - s.col0) * len(consumers)
+                n = (L.elements - 1) * (s.col1 - s.col0) * len(consumers)
                 per_tile[(s.kind, s.tile)] = per_tile.get((s.kind, s.tile), 0) + n
                 loop += n
             links[(L.name, L.name)] = loop

@@ -77,7 +77,7 @@ def report(plan: Plan, net, run) -> PlanReport:
         ev = into.get(L.name, 0.0) * sl.neurons / L.neurons       # events spread evenly over the layer
         if L.op == "rnn":             # every slice takes every input and recurrent event into its buffer
             ev = into.get(L.name, 0.0)
-            words = min(ev, net[L.name].shape[0] * L.fan_in)
+            words = min(ev, L.buffer_words)
             cycles = ev + words * math.ceil(cols / P) + steps * math.ceil(sl.neurons / P)
         else:
             per_event = {"neuron": math.ceil(cols / P), "unit": 1, "matmul": cols}[L.kind]
